@@ -1,0 +1,37 @@
+"""AWS Lambda handler for Upstash QStash deliveries: your code runs only for verified ones.
+
+Set QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY (see README.md), then
+put your logic in ``handle`` below.  Works behind a Function URL, API Gateway
+(HTTP and REST APIs) and an Application Load Balancer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qstash_verify import Message, NonRetryableError, serve_lambda
+
+__all__ = ["handle", "lambda_handler"]
+
+
+# ---- Your code goes here -----------------------------------------------------------
+def handle(message: Message) -> Any:
+    """Process one verified QStash message.
+
+    ``message`` has ``body`` (bytes), ``text``, ``json()``, ``headers``, ``message_id``,
+    ``retried`` and the verified ``claims``.  Return None, a str, bytes, something
+    JSON-serialisable, or ``(status, any of those)``; the default answer is 200.
+    Any exception answers 500 and QStash retries; raise ``NonRetryableError`` to
+    answer 489 and send the message to the dead-letter queue instead.
+    """
+    if not message.body:
+        raise NonRetryableError("empty message")
+    return {"received": message.message_id, "retried": message.retried}
+
+
+# -------------------------------------------------------------------------------------
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """The Lambda entry point: verify the event, call ``handle``, answer QStash."""
+    return serve_lambda(event, handle)
