@@ -1,0 +1,88 @@
+"""Receiver.from_env: single-region and multi-region keys; missing ones fail closed, naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import NOW
+
+from qstash_verify import ConfigurationError, Reason, Receiver, SignatureError, sign
+
+US, EU, DEFAULT = "sig_us_current", "sig_eu_current", "sig_default_current"
+MULTI = {
+    "QSTASH_REGION": "US_EAST_1",
+    "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY": US,
+    "US_EAST_1_QSTASH_NEXT_SIGNING_KEY": "sig_us_next",
+    "EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY": EU,
+    "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY": "sig_eu_next",
+}
+SINGLE = {"QSTASH_CURRENT_SIGNING_KEY": DEFAULT, "QSTASH_NEXT_SIGNING_KEY": "sig_default_next"}
+
+
+def accepts(receiver: Receiver, key: str) -> bool:
+    try:
+        receiver.verify(signature=sign(key, url="u", body=b"", now=NOW), body=b"", now=NOW)
+    except SignatureError as err:
+        assert err.reason is Reason.BAD_SIGNATURE
+        return False
+    return True
+
+
+def test_single_region_uses_both_plain_keys() -> None:
+    receiver = Receiver.from_env(environ=SINGLE)
+    assert accepts(receiver, DEFAULT)
+    assert accepts(receiver, "sig_default_next")
+    assert not accepts(receiver, US)
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SINGLE.items():
+        monkeypatch.setenv(name, value)
+    assert accepts(Receiver.from_env(), DEFAULT)
+
+
+def test_region_header_is_ignored_without_qstash_region() -> None:
+    receiver = Receiver.from_env(region="eu-central-1", environ={**SINGLE, **MULTI, "QSTASH_REGION": ""})
+    assert accepts(receiver, DEFAULT)
+    assert not accepts(receiver, EU)
+
+
+@pytest.mark.parametrize(
+    ("region", "key"),
+    [("eu-central-1", EU), ("EU-CENTRAL-1", EU), ("eu_central_1", EU), ("us-east-1", US), (None, US), ("", US)],
+)
+def test_multi_region_selects_the_regions_keys(region: str | None, key: str) -> None:
+    receiver = Receiver.from_env(region=region, environ=MULTI)
+    assert accepts(receiver, key)
+    assert not accepts(receiver, EU if key == US else US)
+
+
+def test_region_without_keys_falls_back_to_the_plain_keys() -> None:
+    receiver = Receiver.from_env(region="ap-south-1", environ={**MULTI, **SINGLE})
+    assert accepts(receiver, DEFAULT)
+    assert not accepts(receiver, US)
+
+
+MISSING = [
+    ({}, None, "QSTASH_CURRENT_SIGNING_KEY"),
+    ({"QSTASH_CURRENT_SIGNING_KEY": "k"}, None, "QSTASH_NEXT_SIGNING_KEY"),
+    ({"QSTASH_CURRENT_SIGNING_KEY": "", "QSTASH_NEXT_SIGNING_KEY": "k"}, None, "QSTASH_CURRENT_SIGNING_KEY"),
+    ({"QSTASH_REGION": "US_EAST_1"}, None, "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY"),
+    ({"QSTASH_REGION": "US_EAST_1"}, "eu-central-1", "EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY"),
+    ({**MULTI, "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY": ""}, "eu-central-1", "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY"),
+    ({"QSTASH_REGION": "us east 1!"}, None, "QSTASH_REGION"),
+]
+
+
+@pytest.mark.parametrize(("environ", "region", "variable"), MISSING)
+def test_missing_configuration_names_the_variable(environ: dict[str, str], region: str | None, variable: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Receiver.from_env(region=region, environ=environ)
+    assert caught.value.variable == variable
+    assert variable in str(caught.value)
+
+
+def test_forged_region_header_cannot_pick_unchecked_keys() -> None:
+    for region in ("../../etc", "x" * 500, "eu-central-1\nUS_EAST_1", "ü"):
+        receiver = Receiver.from_env(region=region, environ=MULTI)
+        assert accepts(receiver, US)
+        assert not accepts(receiver, "anything")

@@ -1,0 +1,171 @@
+"""Seeded mutation test: thousands of altered tokens; only SignatureError, never an acceptance."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Callable
+
+import pytest
+from conftest import BODY, CURRENT_KEY, NEXT_KEY, NOW, URL, claims, mint
+
+from qstash_verify import MAX_TOKEN_BYTES, Receiver, SignatureError
+
+SEED = 20261129
+ROUNDS = 3000
+RECEIVER = Receiver(CURRENT_KEY, NEXT_KEY)
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=.+/ \t\n\x00é✓"
+BASE_TOKENS = [mint(), mint(key=NEXT_KEY)]
+
+
+def flip(rng: random.Random, token: str) -> str:
+    i = rng.randrange(len(token))
+    return token[:i] + rng.choice(ALPHABET.replace(token[i], "")) + token[i + 1 :]
+
+
+def drop(rng: random.Random, token: str) -> str:
+    i = rng.randrange(len(token))
+    return token[:i] + token[i + 1 :]
+
+
+def truncate(rng: random.Random, token: str) -> str:
+    return token[: rng.randrange(len(token))]
+
+
+def extend(rng: random.Random, token: str) -> str:
+    return token + "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 8)))
+
+
+def insert(rng: random.Random, token: str) -> str:
+    i = rng.randrange(len(token) + 1)
+    return token[:i] + rng.choice(ALPHABET) + token[i:]
+
+
+def swap_chars(rng: random.Random, token: str) -> str:
+    i, j = sorted(rng.sample(range(len(token)), 2))
+    if token[i] == token[j]:
+        return flip(rng, token)
+    return token[:i] + token[j] + token[i + 1 : j] + token[i] + token[j + 1 :]
+
+
+def reorder_segments(rng: random.Random, token: str) -> str:
+    segments = token.split(".")
+    while True:
+        order = rng.sample(segments, len(segments))
+        if order != segments:
+            return ".".join(order)
+
+
+def splice(rng: random.Random, token: str) -> str:
+    other = mint(claims(sub="https://evil.example/", jti=str(rng.random())), key="attacker").split(".")
+    segments = token.split(".")
+    i = rng.randrange(3)
+    segments[i] = other[i]
+    return ".".join(segments)
+
+
+def duplicate_segment(rng: random.Random, token: str) -> str:
+    segments = token.split(".")
+    segments.insert(rng.randrange(4), rng.choice(segments))
+    return ".".join(segments)
+
+
+def junk(rng: random.Random, token: str) -> str:
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 300)))
+
+
+def huge(rng: random.Random, token: str) -> str:
+    return token + "A" * rng.randint(MAX_TOKEN_BYTES - len(token), 4 * MAX_TOKEN_BYTES)
+
+
+MUTATIONS: list[Callable[[random.Random, str], str]] = [
+    flip,
+    drop,
+    truncate,
+    extend,
+    insert,
+    swap_chars,
+    reorder_segments,
+    splice,
+    duplicate_segment,
+    junk,
+    huge,
+]
+
+
+def verify(token: object, **kwargs: Any) -> None:
+    RECEIVER.verify(signature=token, body=BODY, url=URL, now=NOW, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.__name__ for m in MUTATIONS])
+def test_mutated_tokens_raise_only_signature_error(mutation: Callable[[random.Random, str], str]) -> None:
+    rng = random.Random(f"{SEED}-{mutation.__name__}")
+    rejected = 0
+    for _ in range(ROUNDS // len(MUTATIONS) + 1):
+        original = rng.choice(BASE_TOKENS)
+        token = mutation(rng, original)
+        if token == original:
+            continue
+        with pytest.raises(SignatureError):
+            verify(token)
+        rejected += 1
+    assert rejected > ROUNDS // len(MUTATIONS) // 2
+
+
+BAD_CLAIMS: dict[str, list[Any]] = {
+    "iss": ["upstash", "", None, 1, ["Upstash"]],
+    "sub": [URL + "x", "", None, 5, "https://evil.example/", URL + "//"],
+    "exp": [NOW, NOW - 1, None, "9999999999", True, float("nan"), float("inf"), 10**400, []],
+    "nbf": [NOW + 10, None, "0", True, float("nan"), float("-inf"), {}],
+    "body": ["", "x", None, 7, claims()["body"][::-1], claims()["body"].upper()],
+    "iat": ["x", None, True, float("nan")],
+    "jti": [1, None, [], False],
+}
+
+
+def test_resigned_altered_claims_are_rejected() -> None:
+    rng = random.Random(SEED)
+    for _ in range(ROUNDS):
+        name = rng.choice(sorted(BAD_CLAIMS))
+        payload = claims(**{name: rng.choice(BAD_CLAIMS[name])})
+        token = mint(payload, key=rng.choice([CURRENT_KEY, NEXT_KEY]))
+        with pytest.raises(SignatureError):
+            verify(token)
+
+
+def test_random_json_payloads_resigned_raise_only_signature_error() -> None:
+    rng = random.Random(SEED + 1)
+    scalars: list[Any] = [None, True, 0, -1, 2.5, "", "x", [], {}, "Upstash", URL, NOW + 100]
+    keys = ["iss", "sub", "exp", "nbf", "iat", "jti", "body", "alg", ""]
+    for _ in range(ROUNDS):
+        payload: Any = {rng.choice(keys): rng.choice(scalars) for _ in range(rng.randint(0, 8))}
+        if rng.random() < 0.1:
+            payload = rng.choice(scalars)
+        with pytest.raises(SignatureError):
+            verify(mint(json.dumps(payload).encode(), key=rng.choice([CURRENT_KEY, NEXT_KEY])))
+
+
+def test_random_headers_raise_only_signature_error() -> None:
+    rng = random.Random(SEED + 2)
+    values: list[Any] = [None, "HS256", "hs256", "none", "HS512", 256, [], {"alg": "HS256"}, ""]
+    accepted = 0
+    for _ in range(ROUNDS // 3):
+        header = {rng.choice(["alg", "typ", "kid", "crit"]): rng.choice(values) for _ in range(rng.randint(0, 4))}
+        token = mint(header=header)
+        try:
+            verify(token)
+            accepted += 1
+            assert header.get("alg") == "HS256"
+            assert "crit" not in header
+        except SignatureError:
+            assert header.get("alg") != "HS256" or "crit" in header
+    assert accepted > 0
+
+
+def test_random_bodies_never_verify_against_another_bodys_token() -> None:
+    rng = random.Random(SEED + 3)
+    token = mint()
+    for _ in range(ROUNDS // 3):
+        body = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        with pytest.raises(SignatureError):
+            RECEIVER.verify(signature=token, body=body, url=URL, now=NOW)
