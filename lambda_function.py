@@ -7,11 +7,11 @@ put your logic in ``handle`` below.  Works behind a Function URL, API Gateway
 
 from __future__ import annotations
 
+__all__ = ["handle", "lambda_handler"]
+
 from typing import Any
 
-from qstash_verify import Message, NonRetryableError, serve_lambda
-
-__all__ = ["handle", "lambda_handler"]
+from qstash_verify import Message, NonRetryableError, serve_lambda  # noqa: F401 -- for your `raise NonRetryableError`
 
 
 # ---- Your code goes here -----------------------------------------------------------
@@ -24,9 +24,8 @@ def handle(message: Message) -> Any:
     Any exception answers 500 and QStash retries; raise ``NonRetryableError`` to
     answer 489 and send the message to the dead-letter queue instead.
     """
-    if not message.body:
-        raise NonRetryableError("empty message")
-    return {"received": message.message_id, "retried": message.retried}
+    # Replace with your logic, e.g. `order = message.json()`.
+    return {"received": message.message_id}
 
 
 # -------------------------------------------------------------------------------------
