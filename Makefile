@@ -1,16 +1,41 @@
 # Every target runs on a fresh machine with nothing but python3 and make.
 PYTHON ?= python3
+PORT ?= 8080
 VENV := .venv
+BENCH_VENV := .venv-bench
 .DEFAULT_GOAL := help
-.PHONY: help test
+.PHONY: help test test-all zip demo serve bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-test: ## run the test suite (creates .venv with pinned pytest if pytest is missing)
+test: ## run the test suite (first creates .venv with pinned pytest if pytest is missing)
 	@if $(PYTHON) -c 'import pytest' 2>/dev/null; then \
 		$(PYTHON) -m pytest; \
 	else \
 		echo "pytest not found: installing dev/requirements.txt into $(VENV)"; \
 		$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q -r dev/requirements.txt && $(VENV)/bin/python -m pytest; \
 	fi
+
+test-all: ## run the suite on every Python 3.9-3.13 found here
+	@bash dev/test_all.sh
+
+zip: ## build lambda.zip (the two source files, byte-identical every time)
+	@$(PYTHON) dev/build_zip.py
+
+demo: ## see it work: a signed delivery gets 200, a tampered one 401
+	@$(PYTHON) dev/demo.py
+
+serve: ## local dev server on PORT (default 8080) in front of lambda_handler
+	@PORT=$(PORT) $(PYTHON) dev/serve.py
+
+bench: ## speed vs the official SDK and the seed snippet (installs them into .venv-bench)
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r dev/requirements-bench.txt
+	@$(BENCH_VENV)/bin/python dev/bench.py
+
+lint: ## ruff and mypy --strict (needs them installed)
+	ruff check . && ruff format --check . && mypy --strict qstash_verify.py lambda_function.py
+
+clean: ## remove what the targets built
+	rm -rf lambda.zip $(VENV) $(VENV)-* .pytest_cache .mypy_cache .ruff_cache build __pycache__ */__pycache__

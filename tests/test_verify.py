@@ -435,3 +435,26 @@ def test_hmac_key_is_utf8_of_the_signing_key() -> None:
     mac = hmac.new(key.encode("utf-8"), signing_input.encode(), hashlib.sha256).digest()
     token = signing_input + "." + b64url(mac)
     assert Receiver(key).verify(signature=token, body=BODY, url=URL, now=NOW).subject == URL
+
+
+# Regression guards for the speed-ups: they must not change what is accepted.
+@pytest.mark.parametrize("length", [0, 1, 31, 32, 63, 64, 65, 200])
+def test_precomputed_hmac_equals_the_standard_library(length: int) -> None:
+    from qstash_verify import _HmacSha256
+
+    key = bytes(range(256))[:length] or b"\x00"
+    for message in (b"", b"a", b"x" * 1000, VALID.encode()):
+        assert _HmacSha256(key).digest(message) == hmac.new(key, message, hashlib.sha256).digest()
+
+
+def test_payload_with_whitespace_is_parsed_like_json_loads() -> None:
+    payload = b"  " + json.dumps(claims(), indent=2).encode() + b"\n "
+    assert verify(mint(payload)).subject == URL
+    trailing = json.dumps(claims()).encode() + b" {}"
+    assert reason_of(lambda: verify(mint(trailing))) is Reason.MALFORMED_TOKEN
+
+
+def test_times_beyond_float_precision_are_invalid() -> None:
+    assert verify(mint(claims(exp=2**53))).expires_at == 2**53
+    assert reason_of(lambda: verify(mint(claims(exp=2**53 + 1)))) is Reason.INVALID_CLAIMS
+    assert reason_of(lambda: verify(mint(claims(nbf=-(2**53) - 1)))) is Reason.INVALID_CLAIMS
