@@ -717,8 +717,8 @@ def _answer(
 ) -> _Answer:
     try:
         request = parse_lambda_event(event)
-        record.update(message_id=request.headers.get("upstash-message-id", "")[:MAX_LOGGED_ID])
-        record.update(retried=_retry_count(request.headers))
+        message_id = request.headers.get("upstash-message-id")
+        record.update(message_id=message_id and message_id[:MAX_LOGGED_ID], retried=_retry_count(request.headers))
         message = _verify_request(request, env, now)
     except EventError as err:
         record.update(outcome="bad_request", detail=str(err))

@@ -8,8 +8,8 @@ import sys
 
 sys.path.insert(0, sys.argv[1])
 
-import lambda_function  # noqa: E402
-import qstash_verify  # noqa: E402
+import lambda_function
+import qstash_verify
 
 KEYS = {"QSTASH_CURRENT_SIGNING_KEY": "sig_smoke_current", "QSTASH_NEXT_SIGNING_KEY": "sig_smoke_next"}
 HOST = "abc123.lambda-url.eu-central-1.on.aws"
