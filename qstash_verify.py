@@ -797,9 +797,20 @@ def _cli_verify(args: Any) -> int:
         )
     except SignatureError as err:
         print(f"rejected: {err}", file=sys.stderr)
+        unverified = _unverified_claims(args.signature)
+        if unverified is not None:
+            print(f"unverified claims, for diagnosis only: {unverified}", file=sys.stderr)
         return 1
     print(json.dumps({"verified": True, "claims": claims._asdict()}, indent=2))
     return 0
+
+
+def _unverified_claims(signature: str) -> str | None:
+    """The token's payload as JSON text, not trusted, or None if it cannot be read."""
+    try:
+        return json.dumps(_json_object(_b64url_decode(_parse_token(signature)[1]), "payload"))
+    except (SignatureError, ValueError):
+        return None
 
 
 def _parser() -> Any:

@@ -1,0 +1,87 @@
+"""The README cannot rot: its commands run, its code compiles, its tables cover the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT
+
+import qstash_verify
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CI = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
+# Run by CI on every landing rather than here (the suite would run itself, or build venvs).
+RUN_BY_CI = {"test", "test-all", "zip", "demo"}
+# serve: tests/test_dev_server.py; bench needs PyPI; help/clean/lint are trivial.
+NOT_IN_CI = {"serve", "bench", "help", "clean", "lint"}
+
+
+def sh_lines() -> list[str]:
+    return [line.split("#")[0].strip() for lang, code in BLOCKS if lang == "sh" for line in code.splitlines()]
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+
+
+def test_every_make_command_is_a_target_and_run_by_ci_or_a_test() -> None:
+    used = {line.split()[1] for line in sh_lines() if line.startswith("make ")}
+    assert used, "the README shows make commands"
+    assert used <= make_targets()
+    for target in used:
+        assert target in NOT_IN_CI or f"make {target}" in CI, target
+    assert {"test", "demo"} <= used
+
+
+def test_every_sh_command_is_covered() -> None:
+    for line in filter(None, sh_lines()):
+        assert line.startswith(("make ", "export ", "TOKEN=", "python3 qstash_verify.py")), line
+
+
+def test_cli_block_runs_as_shown(tmp_path: Path) -> None:
+    (block,) = [code for lang, code in BLOCKS if lang == "sh" and "qstash_verify.py verify" in code]
+    env = {k: v for k, v in os.environ.items() if "QSTASH" not in k}
+    result = subprocess.run(
+        ["bash", "-e", "-c", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"verified": true' in result.stdout
+    assert "rejected: url_mismatch" in result.stderr
+    assert "exit status 1" in result.stdout
+
+
+def test_python_blocks_compile() -> None:
+    python = [code for lang, code in BLOCKS if lang == "python"]
+    assert len(python) >= 3
+    for code in python:
+        compile(code, "README.md", "exec")
+
+
+def test_handler_test_example_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    (code,) = [code for lang, code in BLOCKS if lang == "python" and "def test_my_handler" in code]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    namespace["test_my_handler"](monkeypatch)
+
+
+def test_every_reason_code_is_documented() -> None:
+    for reason in qstash_verify.Reason:
+        assert f"| `{reason.value}` |" in README, reason
+
+
+def test_every_environment_variable_is_documented() -> None:
+    names = [v for k, v in vars(qstash_verify).items() if k.endswith("_VARIABLE")]
+    assert len(names) >= 5
+    for name in [*names, "PORT"]:
+        assert f"`{name}`" in README, name
+
+
+def test_public_api_is_documented() -> None:
+    for name in qstash_verify.__all__:
+        assert f"`{name}" in README, name
