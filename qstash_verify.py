@@ -67,6 +67,7 @@ REGION_HEADER = "upstash-region"
 NON_RETRYABLE_STATUS = 489
 #: Longest Upstash-Message-Id written to the log (the header is not authenticated).
 MAX_LOGGED_ID = 128
+MAX_RETRY_DIGITS = 9
 
 # The header every QStash token carries; recognising its exact bytes skips a JSON parse.
 _QSTASH_HEADER = b'{"alg":"HS256","typ":"JWT"}'
@@ -118,6 +119,10 @@ class SignatureError(Exception):
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
+        self._message = message
+
+    def __reduce__(self) -> tuple[type[SignatureError], tuple[Reason, str]]:
+        return type(self), (self.reason, self._message)
 
 
 class ConfigurationError(ValueError):
@@ -126,6 +131,13 @@ class ConfigurationError(ValueError):
     def __init__(self, message: str, *, variable: str | None = None) -> None:
         super().__init__(message)
         self.variable = variable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _configuration_error, (str(self), self.variable)
+
+
+def _configuration_error(message: str, variable: str | None) -> ConfigurationError:
+    return ConfigurationError(message, variable=variable)
 
 
 class EventError(ValueError):
@@ -153,10 +165,6 @@ class Claims(NamedTuple):
     jwt_id: Optional[str]
 
 
-def _reject(reason: Reason, message: str) -> SignatureError:
-    return SignatureError(reason, message)
-
-
 # --- token parsing -----------------------------------------------------------------
 
 
@@ -176,23 +184,23 @@ def _check_segment(segment: bytes) -> None:
     """Raise SignatureError unless ``segment`` is non-empty, unpadded, canonical base64url."""
     tail = len(segment) % 4
     if not segment or tail == 1:
-        raise _reject(Reason.MALFORMED_TOKEN, "a token segment has an impossible base64url length")
+        raise SignatureError(Reason.MALFORMED_TOKEN, "a token segment has an impossible base64url length")
     # A last character carrying non-zero unused bits would give one token many spellings.
     if tail and segment[-1:] not in _CANONICAL_LAST[tail]:
-        raise _reject(Reason.MALFORMED_TOKEN, "a token segment is not canonical base64url")
+        raise SignatureError(Reason.MALFORMED_TOKEN, "a token segment is not canonical base64url")
 
 
 def _token_bytes(signature: object) -> bytes:
     if signature is None:
-        raise _reject(Reason.MISSING_SIGNATURE, "no Upstash-Signature header")
+        raise SignatureError(Reason.MISSING_SIGNATURE, "no Upstash-Signature header")
     if not isinstance(signature, str):
-        raise _reject(Reason.MALFORMED_TOKEN, "the signature is not a string")
+        raise SignatureError(Reason.MALFORMED_TOKEN, "the signature is not a string")
     if len(signature) > MAX_TOKEN_BYTES:
-        raise _reject(Reason.MALFORMED_TOKEN, f"the token is longer than {MAX_TOKEN_BYTES} bytes")
+        raise SignatureError(Reason.MALFORMED_TOKEN, f"the token is longer than {MAX_TOKEN_BYTES} bytes")
     try:
         return signature.encode("ascii")
     except UnicodeEncodeError as err:
-        raise _reject(Reason.MALFORMED_TOKEN, "the token is not ASCII") from err
+        raise SignatureError(Reason.MALFORMED_TOKEN, "the token is not ASCII") from err
 
 
 def _parse_token(signature: object) -> _Token:
@@ -200,7 +208,7 @@ def _parse_token(signature: object) -> _Token:
     raw = _token_bytes(signature)
     # Deleting the alphabet leaves exactly the two dots of three well-formed segments.
     if raw.translate(None, _BASE64URL_ALPHABET) != b"..":
-        raise _reject(Reason.MALFORMED_TOKEN, "a token is three base64url segments joined by two dots")
+        raise SignatureError(Reason.MALFORMED_TOKEN, "a token is three base64url segments joined by two dots")
     header, payload, mac = raw.split(b".")
     if header != _QSTASH_HEADER_SEGMENT:
         _check_segment(header)
@@ -224,9 +232,9 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = _loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as err:
-        raise _reject(Reason.MALFORMED_TOKEN, f"the token {what} is not UTF-8 JSON") from err
+        raise SignatureError(Reason.MALFORMED_TOKEN, f"the token {what} is not UTF-8 JSON") from err
     if not isinstance(value, dict):
-        raise _reject(Reason.MALFORMED_TOKEN, f"the token {what} is not a JSON object")
+        raise SignatureError(Reason.MALFORMED_TOKEN, f"the token {what} is not a JSON object")
     return value
 
 
@@ -234,9 +242,9 @@ def _check_header(raw: bytes) -> None:
     header = _json_object(raw, "header")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg != ALGORITHM:
-        raise _reject(Reason.WRONG_ALGORITHM, f"alg must be {ALGORITHM}, got {alg!r:.20}")
+        raise SignatureError(Reason.WRONG_ALGORITHM, f"alg must be {ALGORITHM}, got {alg!r:.20}")
     if "crit" in header:
-        raise _reject(Reason.MALFORMED_TOKEN, "critical header extensions are not supported")
+        raise SignatureError(Reason.MALFORMED_TOKEN, "critical header extensions are not supported")
 
 
 # --- claims --------------------------------------------------------------------------
@@ -247,15 +255,29 @@ def _is_time(value: object) -> bool:
     return type(value) in (int, float) and -MAX_TIME_SECONDS <= value <= MAX_TIME_SECONDS  # type: ignore[operator]
 
 
+def _is_string(value: object) -> bool:
+    return type(value) is str
+
+
+# (claim, check, required): the rules _parse_claims applies all at once.
+_CLAIM_RULES = (
+    ("iss", _is_string, True),
+    ("sub", _is_string, True),
+    ("body", _is_string, True),
+    ("exp", _is_time, True),
+    ("nbf", _is_time, True),
+    ("iat", _is_time, False),
+    ("jti", _is_string, False),
+)
+
+
 def _claim_error(raw: Mapping[str, Any]) -> SignatureError:
     """Name the first missing or ill-typed claim (the slow path of _parse_claims)."""
-    for name in ("iss", "sub", "body", "jti"):
-        if (name in raw or name != "jti") and type(raw.get(name)) is not str:
-            return _reject(Reason.INVALID_CLAIMS, f"claim {name!r} must be a string")
-    for name in ("exp", "nbf", "iat"):
-        if (name in raw or name != "iat") and not _is_time(raw.get(name)):
-            return _reject(Reason.INVALID_CLAIMS, f"claim {name!r} must be a finite number of seconds")
-    return _reject(Reason.INVALID_CLAIMS, "the claims are ill-typed")
+    for name, valid, required in _CLAIM_RULES:
+        if (required or name in raw) and not valid(raw.get(name)):
+            kind = "a string" if valid is _is_string else "a finite number of seconds"
+            return SignatureError(Reason.INVALID_CLAIMS, f"claim {name!r} must be {kind}")
+    return SignatureError(Reason.INVALID_CLAIMS, "the claims are ill-typed")
 
 
 def _parse_claims(payload: bytes) -> Claims:
@@ -267,15 +289,15 @@ def _parse_claims(payload: bytes) -> Claims:
     if not (typed and optional and _is_time(claims.expires_at) and _is_time(claims.not_before)):
         raise _claim_error(raw)
     if claims.issuer != ISSUER:
-        raise _reject(Reason.WRONG_ISSUER, f"iss must be {ISSUER!r}, got {claims.issuer!r:.40}")
+        raise SignatureError(Reason.WRONG_ISSUER, f"iss must be {ISSUER!r}, got {claims.issuer!r:.40}")
     return claims
 
 
 def _check_time(claims: Claims, now: float, tolerance: float) -> None:
     if now >= claims.expires_at + tolerance:
-        raise _reject(Reason.EXPIRED, f"the token expired at {claims.expires_at:.0f} (now {now:.0f})")
+        raise SignatureError(Reason.EXPIRED, f"the token expired at {claims.expires_at:.0f} (now {now:.0f})")
     if now < claims.not_before - tolerance:
-        raise _reject(Reason.NOT_YET_VALID, f"the token is valid from {claims.not_before:.0f} (now {now:.0f})")
+        raise SignatureError(Reason.NOT_YET_VALID, f"the token is valid from {claims.not_before:.0f} (now {now:.0f})")
 
 
 def _without_trailing_slash(url: str) -> str:
@@ -285,7 +307,9 @@ def _without_trailing_slash(url: str) -> str:
 def _check_url(subject: str, url: str) -> None:
     # URLs are public, so a plain comparison leaks nothing.
     if subject != url and _without_trailing_slash(subject) != _without_trailing_slash(url):
-        raise _reject(Reason.URL_MISMATCH, f"the token was signed for {subject!r} but the request is for {url!r}")
+        raise SignatureError(
+            Reason.URL_MISMATCH, f"the token was signed for {subject!r} but the request is for {url!r}"
+        )
 
 
 def _body_digest(body: Body) -> bytes:
@@ -294,14 +318,14 @@ def _body_digest(body: Body) -> bytes:
         try:
             body = body.encode("utf-8")
         except UnicodeEncodeError as err:
-            raise _reject(Reason.BODY_MISMATCH, "the body is not encodable as UTF-8") from err
+            raise SignatureError(Reason.BODY_MISMATCH, "the body is not encodable as UTF-8") from err
     return _b64url_encode(hashlib.sha256(body).digest())
 
 
 def _check_body(body_hash: str, body: Body) -> None:
     claimed = body_hash.rstrip("=").encode("utf-8", "surrogatepass")
     if not hmac.compare_digest(_body_digest(body), claimed):
-        raise _reject(Reason.BODY_MISMATCH, "the body's SHA-256 differs from the signed one")
+        raise SignatureError(Reason.BODY_MISMATCH, "the body's SHA-256 differs from the signed one")
 
 
 # --- arguments -----------------------------------------------------------------------
@@ -424,7 +448,7 @@ class Receiver:
         for key in self._macs:
             if hmac.compare_digest(_b64url_encode(key.digest(signing_input)), mac):
                 return
-        raise _reject(Reason.BAD_SIGNATURE, "the signature matches neither the current nor the next signing key")
+        raise SignatureError(Reason.BAD_SIGNATURE, "the signature matches neither the current nor the next signing key")
 
 
 def _required(env: Mapping[str, str], variable: str) -> str:
@@ -456,10 +480,6 @@ def _key_prefix(env: Mapping[str, str], region: str | None) -> str:
 # --- minting -------------------------------------------------------------------------
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def sign(
     signing_key: str,
     *,
@@ -481,12 +501,13 @@ def sign(
         "exp": issued + ttl,
         "nbf": not_before,
         "iat": issued,
-        "jti": jwt_id or "jwt_" + _b64url(os.urandom(18)),
+        "jti": jwt_id or "jwt_" + _b64url_encode(os.urandom(18)).decode("ascii"),
         "body": (_body_digest(body) + b"=").decode("ascii"),
     }
-    signing_input = _b64url(_QSTASH_HEADER) + "." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-    mac = hmac.new(_key_bytes(signing_key), signing_input.encode("ascii"), hashlib.sha256)
-    return signing_input + "." + _b64url(mac.digest())
+    payload = _b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = _QSTASH_HEADER_SEGMENT + b"." + payload
+    mac = hmac.new(_key_bytes(signing_key), signing_input, hashlib.sha256)
+    return (signing_input + b"." + _b64url_encode(mac.digest())).decode("ascii")
 
 
 # --- AWS Lambda ----------------------------------------------------------------------
@@ -535,7 +556,8 @@ class Message(NamedTuple):
 
 def _retry_count(headers: Mapping[str, str]) -> int:
     value = headers.get("upstash-retried", "0").strip()
-    return int(value) if value.isascii() and value.isdigit() else 0
+    # The header is not authenticated: anything but a plain, short count reads as 0.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= MAX_RETRY_DIGITS else 0
 
 
 def _field(mapping: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
@@ -624,7 +646,10 @@ def parse_lambda_event(event: object) -> HttpRequest:
     if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
         raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
     context = event["requestContext"]
-    path, query = _target(event, context)
+    try:
+        path, query = _target(event, context)
+    except UnicodeEncodeError as err:  # lone surrogates from JSON escapes cannot be percent-encoded
+        raise EventError("the event's path or query is not valid text") from err
     headers = _event_headers(event)
     url = _public_url(headers, context, path, query)
     return HttpRequest(_http_method(event, context), url, MappingProxyType(headers), _event_body(event))

@@ -263,6 +263,8 @@ NOT_HTTP = [
     ("no host at all", {**load("alb"), "headers": {}}),
     ("rawPath not a string", {**load("function_url"), "rawPath": 7}),
     ("query not an object", {**load("alb"), "queryStringParameters": "a=1"}),
+    ("lone surrogate in the path", {**load("function_url"), "rawPath": "/\ud800"}),
+    ("lone surrogate in a REST parameter", {**load("rest_api"), "multiValueQueryStringParameters": {"a": ["\ud800"]}}),
 ]
 
 
@@ -440,3 +442,57 @@ def test_one_log_line_has_the_documented_fields(capsys: pytest.CaptureFixture[st
     assert {"outcome", "status", "reason", "message_id", "retried", "duration_ms"} <= set(log)
     assert (log["message_id"], log["retried"]) == ("msg_5", 3)
     assert isinstance(log["duration_ms"], float)
+
+
+JUNK: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    "",
+    "x",
+    "\ud800",
+    "é",
+    [],
+    {},
+    [1],
+    ["a", None],
+    {"a": 1},
+    {"a": [1]},
+    "QUFB",
+    "!!",
+]
+
+
+def places(value: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) inside a JSON-like value."""
+    found: list[tuple[Any, Any]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in items:
+        found.append((value, key))
+        found.extend(places(child))
+    return found
+
+
+def test_mutated_events_always_get_a_proper_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    import random
+
+    rng = random.Random(20261129)
+    statuses: set[int] = set()
+    for _ in range(1500):
+        event = signed(rng.choice(list(DOORS)))
+        for _ in range(rng.randint(1, 3)):
+            container, key = rng.choice(places(event))
+            if isinstance(container, dict) and rng.random() < 0.3:
+                del container[key]
+            else:
+                container[key] = copy.deepcopy(rng.choice(JUNK))
+        response = lambda_function.lambda_handler(event, None)
+        assert response["statusCode"] in {200, 400, 401}, response
+        assert isinstance(response["body"], str)
+        statuses.add(response["statusCode"])
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1
+        json.loads(lines[0])
+    assert statuses == {200, 400, 401}

@@ -458,3 +458,23 @@ def test_times_beyond_float_precision_are_invalid() -> None:
     assert verify(mint(claims(exp=2**53))).expires_at == 2**53
     assert reason_of(lambda: verify(mint(claims(exp=2**53 + 1)))) is Reason.INVALID_CLAIMS
     assert reason_of(lambda: verify(mint(claims(nbf=-(2**53) - 1)))) is Reason.INVALID_CLAIMS
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    with pytest.raises(SignatureError) as caught:
+        verify(mint(key="other"))
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (copy.reason, str(copy)) == (caught.value.reason, str(caught.value))
+    with pytest.raises(ConfigurationError) as config:
+        Receiver.from_env(environ={})
+    restored = pickle.loads(pickle.dumps(config.value))
+    assert (restored.variable, str(restored)) == ("QSTASH_CURRENT_SIGNING_KEY", str(config.value))
+
+
+@pytest.mark.parametrize(("changes", "named"), [({"iss": 1}, "'iss'"), ({"exp": "1"}, "'exp'"), ({"jti": 2}, "'jti'")])
+def test_invalid_claim_errors_name_the_claim(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        verify(mint(claims(**changes)))
+    assert named in str(caught.value)
