@@ -350,7 +350,7 @@ def test_message_gives_the_handler_what_it_needs(
 
 
 @pytest.mark.parametrize(
-    ("retried", "expected"), [("0", 0), ("3", 3), (" 12 ", 12), ("", 0), ("-1", 0), ("x", 0), ("٣", 0)]
+    ("retried", "expected"), [("0", 0), ("3", 3), (" 12 ", 12), ("", 0), ("-1", 0), ("x", 0), ("٣", 0), ("9" * 5000, 0)]
 )
 def test_retried_is_an_int(
     retried: str, expected: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

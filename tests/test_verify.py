@@ -9,7 +9,7 @@ import json
 from typing import Any, Callable
 
 import pytest
-from conftest import BODY, CURRENT_KEY, NEXT_KEY, NOW, URL, b64url, body_hash, claims, encode_segment, mint
+from conftest import BODY, CURRENT_KEY, NEXT_KEY, NOW, ROOT, URL, b64url, body_hash, claims, encode_segment, mint
 
 from qstash_verify import MAX_TOKEN_BYTES, Claims, ConfigurationError, Reason, Receiver, SignatureError
 
@@ -156,6 +156,7 @@ LATER_FAILURES = [
     ("url", {}, {"url": "https://hooks.example.com/other"}, Reason.URL_MISMATCH),
     ("body", {}, {"body": b"tampered"}, Reason.BODY_MISMATCH),
     ("expired", {"exp": NOW - 1}, {}, Reason.EXPIRED),
+    ("not yet valid", {"nbf": NOW + 10}, {}, Reason.NOT_YET_VALID),
     ("issuer", {"iss": "Downstash"}, {}, Reason.WRONG_ISSUER),
     ("claims", {"sub": 7}, {}, Reason.INVALID_CLAIMS),
 ]
@@ -478,3 +479,26 @@ def test_invalid_claim_errors_name_the_claim(changes: dict[str, Any], named: str
     with pytest.raises(SignatureError) as caught:
         verify(mint(claims(**changes)))
     assert named in str(caught.value)
+
+
+def test_importing_loads_only_the_standard_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; before = set(sys.modules); import qstash_verify; "
+        "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = set(result.stdout.split()) - {"qstash_verify"}
+    assert {"json", "hmac", "hashlib"} <= loaded
+    stdlib = getattr(sys, "stdlib_module_names", None)
+    if stdlib is None:
+        pytest.skip("sys.stdlib_module_names needs Python 3.10")
+    assert loaded <= set(stdlib), loaded - set(stdlib)
