@@ -700,7 +700,6 @@ class _Answer(NamedTuple):
 
 
 _JSON = {"content-type": "application/json"}
-_PHRASES = {200: "OK", 400: "Bad Request", 401: "Unauthorized", NON_RETRYABLE_STATUS: "Non-Retryable Error"}
 Handler = Callable[[Message], Any]
 
 
@@ -757,6 +756,15 @@ def _answer(
     return _run(handler, message, record)
 
 
+def _reason_phrase(status: int) -> str:
+    from http import HTTPStatus  # noqa: PLC0415 -- only ALBs want a phrase
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Non-Retryable Error" if status == NON_RETRYABLE_STATUS else "Unknown"
+
+
 def _lambda_response(event: object, answer: _Answer) -> dict[str, Any]:
     """Shape the answer as the front door requires; any other shape becomes a 502 there."""
     response: dict[str, Any] = {
@@ -767,7 +775,7 @@ def _lambda_response(event: object, answer: _Answer) -> dict[str, Any]:
     }
     context = event.get("requestContext") if isinstance(event, dict) else None
     if isinstance(context, dict) and "elb" in context:
-        response["statusDescription"] = f"{answer.status} {_PHRASES.get(answer.status, 'Error')}"
+        response["statusDescription"] = f"{answer.status} {_reason_phrase(answer.status)}"
         if "multiValueHeaders" in event:  # type: ignore[operator]
             response["multiValueHeaders"] = {k: [v] for k, v in response.pop("headers").items()}
     return response

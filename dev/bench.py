@@ -91,19 +91,15 @@ def per_call_us(functions: dict[str, Callable[[], Any]], number: int) -> dict[st
     return best
 
 
-def import_us(module: str, path: str = "", bytecode: bool = True) -> float:
-    """Best cumulative -X importtime of ``module`` in a fresh interpreter (µs)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update({"PYTHONPATH": path} if path else {}, **({} if bytecode else {"PYTHONDONTWRITEBYTECODE": "1"}))
+def import_us(module: str, folder: str, bytecode: bool = True) -> float:
+    """Best cumulative -X importtime of ``module`` in a fresh interpreter started in ``folder`` (µs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    if not bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     best = float("inf")
     for _ in range(REPEATS + 1):  # the first run writes the bytecode cache, if allowed
-        result = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
+        command = [sys.executable, "-X", "importtime", "-c", f"import {module}"]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder, check=True)
         for line in result.stderr.splitlines():
             match = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)$", line)
             if match and match.group(2) == module:
