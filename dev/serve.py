@@ -15,7 +15,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, MutableMapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,7 +34,7 @@ TEXT_TYPES = (
 )
 
 
-def use_dev_keys_if_unconfigured(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def use_dev_keys_if_unconfigured(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Set the QStash dev keys when no signing keys are configured; return whether it did."""
     configured = [k for k in environ if k.endswith(("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY"))]
     if configured or environ.get("QSTASH_REGION"):

@@ -3,8 +3,11 @@
 Imports only from DIR and the standard library (-I -S: no site packages, no repository on the path).
 """
 
+from __future__ import annotations
+
 import json
 import sys
+from typing import Any
 
 sys.path.insert(0, sys.argv[1])
 
@@ -16,7 +19,7 @@ HOST = "abc123.lambda-url.eu-central-1.on.aws"
 BODY = '{"hello":"lambda"}'
 
 
-def event(signature: str, body: str) -> dict:
+def event(signature: str, body: str) -> dict[str, Any]:
     return {
         "version": "2.0",
         "rawPath": "/hook",
