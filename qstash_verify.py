@@ -466,6 +466,8 @@ def _key_prefix(env: Mapping[str, str], region: str | None) -> str:
         raise ConfigurationError(f"{REGION_VARIABLE} must name a region like US_EAST_1", variable=REGION_VARIABLE)
     # The header is unauthenticated: it only picks keys, which must still verify the token.
     name = _normalise_region(region or "") or _normalise_region(primary)
+    # A region without keys of its own uses the plain ones, as Upstash's SDKs do;
+    # with neither, the error names the region's variable.
     if env.get(f"{name}_{CURRENT_KEY_VARIABLE}") or not env.get(CURRENT_KEY_VARIABLE):
         return f"{name}_"
     return ""
