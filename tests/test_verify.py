@@ -502,3 +502,17 @@ def test_importing_loads_only_the_standard_library() -> None:
     if stdlib is None:
         pytest.skip("sys.stdlib_module_names needs Python 3.10")
     assert loaded <= set(stdlib), loaded - set(stdlib)
+
+
+NESTED = [
+    # A nested list is never a header; a nested object parses on some Pythons and lacks "alg".
+    (b"[" * 11000, {Reason.MALFORMED_TOKEN}),
+    (b'{"a":' * 2000 + b"1" + b"}" * 2000, {Reason.MALFORMED_TOKEN, Reason.WRONG_ALGORITHM}),
+]
+
+
+@pytest.mark.parametrize(("header", "reasons"), NESTED, ids=["arrays", "objects"])
+def test_deeply_nested_header_is_rejected_without_recursion_error(header: bytes, reasons: set[Reason]) -> None:
+    token = f"{b64url(header)}.{payload_segment}.{mac_segment}"
+    assert len(token) <= MAX_TOKEN_BYTES
+    assert reason_of(lambda: verify(token)) in reasons
