@@ -123,7 +123,11 @@ def main() -> int:
     port = int(os.environ.get("PORT", DEFAULT_PORT))
     if use_dev_keys_if_unconfigured():
         print("No signing keys configured: using QStash's local dev server keys (never use them in production).")
-    server = make_server(port)
+    try:
+        server = make_server(port)
+    except OSError as err:
+        print(f"cannot listen on 127.0.0.1:{port} ({err.strerror}): try `make serve PORT=9000`", file=sys.stderr)
+        return 1
     print(f"Serving lambda_function.lambda_handler on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)")
     print("QStash's local server can publish to it: npx @upstash/qstash-cli dev")
     try:
