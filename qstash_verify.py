@@ -40,7 +40,6 @@ import enum
 import hashlib
 import hmac
 import json
-import math
 import os
 import re
 import sys
@@ -67,6 +66,7 @@ REGION_HEADER = "upstash-region"
 NON_RETRYABLE_STATUS = 489
 #: Longest Upstash-Message-Id written to the log (the header is not authenticated).
 MAX_LOGGED_ID = 128
+#: Longest Upstash-Retried read as a count (the header is not authenticated either).
 MAX_RETRY_DIGITS = 9
 
 # The header every QStash token carries; recognising its exact bytes skips a JSON parse.
@@ -657,7 +657,7 @@ def _clock_tolerance(env: Mapping[str, str]) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not math.isfinite(value) or value < 0:
+    if not _is_number(value) or value < 0:
         raise ConfigurationError(f"{CLOCK_TOLERANCE_VARIABLE} must be seconds >= 0", variable=CLOCK_TOLERANCE_VARIABLE)
     return value
 
