@@ -9,13 +9,11 @@ from __future__ import annotations
 
 __all__ = ["handle", "lambda_handler"]
 
-from typing import Any
-
 from qstash_verify import Message, NonRetryableError, serve_lambda  # noqa: F401 -- for your `raise NonRetryableError`
 
 
 # ---- Your code goes here -----------------------------------------------------------
-def handle(message: Message) -> Any:
+def handle(message: Message) -> object:
     """Process one verified QStash message.
 
     ``message`` has ``body`` (bytes), ``text``, ``json()``, ``headers``, ``message_id``,
@@ -31,6 +29,6 @@ def handle(message: Message) -> Any:
 # -------------------------------------------------------------------------------------
 
 
-def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, object], context: object) -> dict[str, object]:
     """The Lambda entry point: verify the event, call ``handle``, answer QStash."""
-    return serve_lambda(event, handle)
+    return serve_lambda(event, handle, context=context)

@@ -7,10 +7,11 @@ returns the verified ``Claims``, or raises ``SignatureError`` whose ``reason``
 says which check failed::
 
     receiver = Receiver.from_env()          # QSTASH_*_SIGNING_KEY
-    claims = receiver.verify(signature=header, body=raw_body, url=public_url)
+    claims = receiver.verify(signature=header, body=raw_body, url=url_from_wsgi(environ))
 
-Also here: ``sign`` mints tokens exactly as QStash does (for tests and local
-development), the AWS Lambda adapter (``serve_lambda``) behind
+Also here: ``url_from_wsgi`` and ``url_from_asgi`` rebuild the URL QStash called
+in any web framework, ``sign`` mints tokens exactly as QStash does (for tests and
+local development), the AWS Lambda adapter (``serve_lambda``) behind
 ``lambda_function.py``, and a command line: ``python3 qstash_verify.py --help``.
 
 One file, Python 3.9+, no dependencies: vendor it into any project.
@@ -19,6 +20,8 @@ One file, Python 3.9+, no dependencies: vendor it into any project.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_TTL_SECONDS",
+    "MAX_TOKEN_BYTES",
     "Claims",
     "ConfigurationError",
     "EventError",
@@ -31,64 +34,87 @@ __all__ = [
     "parse_lambda_event",
     "serve_lambda",
     "sign",
+    "url_from_asgi",
+    "url_from_wsgi",
     "verify_lambda_event",
 ]
 
-import base64
 import binascii
+import collections
 import enum
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
 import sys
 import time
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
-from urllib.parse import quote
 
-ALGORITHM = "HS256"
-ISSUER = "Upstash"
+# typing costs a cold start about 2 ms and verification needs none of it at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, NamedTuple
+
+    Handler = Callable[["Message"], Any]
+else:
+
+    class _NamedTupleMeta(type):
+        """``class X(NamedTuple)`` as typing spells it, built with collections.namedtuple."""
+
+        def __new__(cls, name, bases, namespace):
+            fields = namespace.pop("__annotations__")  # strings, thanks to the __future__ import
+            defaults = [namespace.pop(field) for field in fields if field in namespace]
+            base = collections.namedtuple(name, fields, defaults=defaults, module=namespace["__module__"])
+            return type(name, (base,), {"__slots__": (), **namespace})
+
+    NamedTuple = type.__new__(_NamedTupleMeta, "NamedTuple", (), {})
+
 #: Longest ``Upstash-Signature`` accepted; real tokens are ~400 bytes plus the URL.
 MAX_TOKEN_BYTES = 16 * 1024
-#: exp, nbf and iat beyond this many seconds from the epoch are ill-typed (2**53: exact as a float).
-MAX_TIME_SECONDS = 2**53
 #: Lifetime of tokens minted by ``sign`` (QStash's own: five minutes).
 DEFAULT_TTL_SECONDS = 300
-CURRENT_KEY_VARIABLE = "QSTASH_CURRENT_SIGNING_KEY"
-NEXT_KEY_VARIABLE = "QSTASH_NEXT_SIGNING_KEY"
-REGION_VARIABLE = "QSTASH_REGION"
-URL_VARIABLE = "QSTASH_URL"
-CLOCK_TOLERANCE_VARIABLE = "QSTASH_CLOCK_TOLERANCE"
-SIGNATURE_HEADER = "upstash-signature"
-REGION_HEADER = "upstash-region"
-NON_RETRYABLE_STATUS = 489
-#: Longest Upstash-Message-Id written to the log (the header is not authenticated).
-MAX_LOGGED_ID = 128
-#: Longest Upstash-Retried read as a count (the header is not authenticated either).
-MAX_RETRY_DIGITS = 9
+_ALGORITHM = "HS256"
+_ISSUER = "Upstash"
+# exp, nbf and iat beyond this many seconds from the epoch are ill-typed (2**53: exact as a float).
+_MAX_TIME_SECONDS = 2**53
+_CURRENT_KEY_VARIABLE = "QSTASH_CURRENT_SIGNING_KEY"
+_NEXT_KEY_VARIABLE = "QSTASH_NEXT_SIGNING_KEY"
+_REGION_VARIABLE = "QSTASH_REGION"
+_URL_VARIABLE = "QSTASH_URL"
+_BASE_URL_VARIABLE = "QSTASH_BASE_URL"
+_CLOCK_TOLERANCE_VARIABLE = "QSTASH_CLOCK_TOLERANCE"
+# The regions QStash runs in: the only names an Upstash-Region header may select keys by.
+_REGIONS = ("EU_CENTRAL_1", "US_EAST_1")
+_SIGNATURE_HEADER = "upstash-signature"
+_REGION_HEADER = "upstash-region"
+_MESSAGE_ID_HEADER = "upstash-message-id"
+_RETRIED_HEADER = "upstash-retried"
+_NON_RETRYABLE_HEADER = "Upstash-NonRetryable-Error"
+_CONTENT_TYPE_HEADER = "content-type"
+_HOST_HEADER = "host"
+_FORWARDED_HEADER = "forwarded"
+_FORWARDED_PROTO_HEADER = "x-forwarded-proto"
+_FORWARDED_HOST_HEADER = "x-forwarded-host"
+_NON_RETRYABLE_STATUS = 489
+# Upstash-Message-Id and Upstash-Retried are not signed: bounded before they are logged or counted.
+_MAX_LOGGED_ID = 128
+_MAX_RETRY_DIGITS = 9
 
 # The header every QStash token carries; recognising its exact bytes skips a JSON parse.
-_QSTASH_HEADER = b'{"alg":"HS256","typ":"JWT"}'
-_QSTASH_HEADER_SEGMENT = base64.urlsafe_b64encode(_QSTASH_HEADER).rstrip(b"=")
+_QSTASH_HEADER_SEGMENT = b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"HS256","typ":"JWT"}
 _BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # Unpadded segments of length 4n+2 and 4n+3 end in a character whose 4 or 2 low bits are unused.
 _CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _STANDARD_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_JSON_SCAN: Callable[[str, int], Tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-SHA256_BLOCK_BYTES = 64
+_JSON_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_SHA256_BLOCK_BYTES = 64
 _XOR_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _XOR_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
-_REGION_NAME = re.compile(r"[A-Z0-9_]{1,40}")
-# Characters that never stand literally in an encoded path: escaping only these
-# leaves an already-encoded path untouched and makes a decoded one encoded again.
-_PATH_SAFE = "/:@!$&'()*+,;=~%"
-_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_QUERY_SAFE = "/:@!$'()*,;~"
-
-Body = Union[bytes, bytearray, memoryview, str]
+_ABSENT = object()  # no value: a claim the payload does not have, text that is no JSON
 
 
 class Reason(str, enum.Enum):
@@ -112,7 +138,8 @@ class Reason(str, enum.Enum):
 class SignatureError(Exception):
     """A delivery failed verification; ``reason`` is a ``Reason``.
 
-    The message is for humans and never holds a signing key, the token or the body.
+    Neither the message nor anything reachable from the exception holds a
+    signing key, the token or the body.
     """
 
     def __init__(self, reason: Reason, message: str) -> None:
@@ -140,7 +167,7 @@ def _configuration_error(message: str, variable: str | None) -> ConfigurationErr
 
 
 class EventError(ValueError):
-    """A Lambda event is not an HTTP request from a Function URL, API Gateway or ALB."""
+    """A Lambda event or WSGI/ASGI request cannot be read as the HTTP request QStash sent."""
 
 
 class NonRetryableError(Exception):
@@ -160,15 +187,20 @@ class Claims(NamedTuple):
     body_hash: str
     expires_at: float
     not_before: float
-    issued_at: Optional[float]
-    jwt_id: Optional[str]
+    issued_at: float | None
+    jwt_id: str | None
+
+
+def _encoded(text: str, encoding: str, errors: str = "strict") -> bytes | None:
+    """``text`` encoded, or None when it cannot be: callers raise their own error, for a
+    UnicodeEncodeError (even as an exception's context) would hold the whole text."""
+    try:
+        return text.encode(encoding, errors)
+    except UnicodeEncodeError:
+        return None
 
 
 # --- token parsing -----------------------------------------------------------------
-
-
-# (signing input, payload, MAC): both still base64url; the payload is decoded once the MAC matched.
-_Token = Tuple[bytes, bytes, bytes]
 
 
 def _b64url_decode(segment: bytes) -> bytes:
@@ -196,14 +228,16 @@ def _token_bytes(signature: object) -> bytes:
         raise SignatureError(Reason.MALFORMED_TOKEN, "the signature is not a string")
     if len(signature) > MAX_TOKEN_BYTES:
         raise SignatureError(Reason.MALFORMED_TOKEN, f"the token is longer than {MAX_TOKEN_BYTES} bytes")
-    try:
-        return signature.encode("ascii")
-    except UnicodeEncodeError as err:
-        raise SignatureError(Reason.MALFORMED_TOKEN, "the token is not ASCII") from err
+    if not signature.isascii():
+        raise SignatureError(Reason.MALFORMED_TOKEN, "the token is not ASCII")
+    return signature.encode("ascii")
 
 
-def _parse_token(signature: object) -> _Token:
-    """Split a compact JWS and check its header; raise SignatureError if malformed."""
+def _parse_token(signature: object) -> tuple[bytes, bytes, bytes]:
+    """Split a compact JWS and check its header; return (signing input, payload, MAC), both still base64url.
+
+    Raises SignatureError if malformed.
+    """
     raw = _token_bytes(signature)
     # Deleting the alphabet leaves exactly the two dots of three well-formed segments.
     if raw.translate(None, _BASE64URL_ALPHABET) != b"..":
@@ -217,7 +251,8 @@ def _parse_token(signature: object) -> _Token:
     return raw[: len(header) + 1 + len(payload)], payload, mac
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def _json_value(raw: bytes) -> Any:
+    """The JSON value of UTF-8 ``raw``, or _ABSENT when it has none (the errors would hold the text)."""
     try:
         text = raw.decode("utf-8")
         # The C scanner alone is twice as fast as json.loads; whatever it does not
@@ -226,10 +261,15 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
             value, end = _JSON_SCAN(text, 0)
         except (StopIteration, ValueError):
             end = -1
-        if end != len(text):
-            value = json.loads(text)
-    except (ValueError, RecursionError) as err:
-        raise SignatureError(Reason.MALFORMED_TOKEN, f"the token {what} is not UTF-8 JSON") from err
+        return value if end == len(text) else json.loads(text)
+    except (ValueError, RecursionError):
+        return _ABSENT
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    value = _json_value(raw)
+    if value is _ABSENT:
+        raise SignatureError(Reason.MALFORMED_TOKEN, f"the token {what} is not UTF-8 JSON")
     if not isinstance(value, dict):
         raise SignatureError(Reason.MALFORMED_TOKEN, f"the token {what} is not a JSON object")
     return value
@@ -238,8 +278,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 def _check_header(raw: bytes) -> None:
     header = _json_object(raw, "header")
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg != ALGORITHM:
-        raise SignatureError(Reason.WRONG_ALGORITHM, f"alg must be {ALGORITHM}, got {alg!r:.20}")
+    if not isinstance(alg, str) or alg != _ALGORITHM:
+        raise SignatureError(Reason.WRONG_ALGORITHM, f"alg must be {_ALGORITHM}, got {alg!r:.20}")
     if "crit" in header:
         raise SignatureError(Reason.MALFORMED_TOKEN, "critical header extensions are not supported")
 
@@ -249,30 +289,40 @@ def _check_header(raw: bytes) -> None:
 
 def _is_number(value: object) -> bool:
     # bool is an int subclass, and NaN fails every comparison: both are rejected here.
-    return type(value) in (int, float) and -MAX_TIME_SECONDS <= value <= MAX_TIME_SECONDS  # type: ignore[operator]
+    return type(value) in (int, float) and -_MAX_TIME_SECONDS <= value <= _MAX_TIME_SECONDS  # type: ignore[operator]
 
 
-def _is_string(value: object) -> bool:
-    return type(value) is str
+def _in_time_range(value: Any) -> bool:
+    # Typed already (int, float or absent); NaN fails both comparisons.
+    return value is _ABSENT or -_MAX_TIME_SECONDS <= value <= _MAX_TIME_SECONDS
 
 
-# (claim, check, required): the rules _parse_claims applies all at once.
+_NUMBER = (int, float)
+# (claim, accepted types, required), in Claims' field order: the one statement of the claim rules.
 _CLAIM_RULES = (
-    ("iss", _is_string, True),
-    ("sub", _is_string, True),
-    ("body", _is_string, True),
-    ("exp", _is_number, True),
-    ("nbf", _is_number, True),
-    ("iat", _is_number, False),
-    ("jti", _is_string, False),
+    ("iss", (str,), True),
+    ("sub", (str,), True),
+    ("body", (str,), True),
+    ("exp", _NUMBER, True),
+    ("nbf", _NUMBER, True),
+    ("iat", _NUMBER, False),
+    ("jti", (str,), False),
+)
+_CLAIM_NAMES = tuple(name for name, _, _ in _CLAIM_RULES)
+_NUMBER_CLAIMS = tuple(index for index, (_, kinds, _) in enumerate(_CLAIM_RULES) if kinds is _NUMBER)
+# Every well-typed combination of the rules above, so the fast path is one set lookup.
+_CLAIM_TYPES = frozenset(
+    itertools.product(*(kinds if required else (*kinds, object) for _, kinds, required in _CLAIM_RULES))
 )
 
 
-def _claim_error(raw: Mapping[str, Any]) -> SignatureError:
-    """Name the first missing or ill-typed claim (the slow path of _parse_claims)."""
-    for name, valid, required in _CLAIM_RULES:
-        if (required or name in raw) and not valid(raw.get(name)):
-            kind = "a string" if valid is _is_string else "a finite number of seconds"
+def _claim_error(values: Sequence[Any]) -> SignatureError:
+    """Name the first claim that breaks _CLAIM_RULES (the slow path of _parse_claims)."""
+    for value, (name, kinds, required) in zip(values, _CLAIM_RULES):
+        if value is _ABSENT and not required:
+            continue
+        if type(value) not in kinds or (kinds is _NUMBER and not _is_number(value)):
+            kind = "a finite number of seconds" if kinds is _NUMBER else "a string"
             return SignatureError(Reason.INVALID_CLAIMS, f"claim {name!r} must be {kind}")
     return SignatureError(Reason.INVALID_CLAIMS, "the claims are ill-typed")
 
@@ -280,14 +330,13 @@ def _claim_error(raw: Mapping[str, Any]) -> SignatureError:
 def _parse_claims(payload: bytes) -> Claims:
     """Build Claims from a verified payload; raise SignatureError on a missing or ill-typed claim."""
     raw = _json_object(payload, "payload")
-    get: Callable[[str], Any] = raw.get  # unchecked values: the checks below type them
-    claims = Claims(get("iss"), get("sub"), get("body"), get("exp"), get("nbf"), get("iat"), get("jti"))
-    typed = type(claims.issuer) is type(claims.subject) is type(claims.body_hash) is str
-    optional = ("jti" not in raw or type(claims.jwt_id) is str) and ("iat" not in raw or _is_number(claims.issued_at))
-    if not (typed and optional and _is_number(claims.expires_at) and _is_number(claims.not_before)):
-        raise _claim_error(raw)
-    if claims.issuer != ISSUER:
-        raise SignatureError(Reason.WRONG_ISSUER, f"iss must be {ISSUER!r}, got {claims.issuer!r:.40}")
+    values = [raw.get(name, _ABSENT) for name in _CLAIM_NAMES]
+    times = (values[index] for index in _NUMBER_CLAIMS)
+    if tuple(map(type, values)) not in _CLAIM_TYPES or not all(map(_in_time_range, times)):
+        raise _claim_error(values)
+    claims = Claims._make(None if value is _ABSENT else value for value in values)
+    if claims.issuer != _ISSUER:
+        raise SignatureError(Reason.WRONG_ISSUER, f"iss must be {_ISSUER!r}, got {claims.issuer!r:.40}")
     return claims
 
 
@@ -298,29 +347,64 @@ def _check_time(claims: Claims, now: float, tolerance: float) -> None:
         raise SignatureError(Reason.NOT_YET_VALID, f"the token is valid from {claims.not_before:.0f} (now {now:.0f})")
 
 
-def _without_trailing_slash(url: str) -> str:
-    return url[:-1] if url.endswith("/") else url
+# --- URLs ----------------------------------------------------------------------------
+
+# scheme, authority (None without "//"), and the rest: path, query, fragment.
+_URL_PARTS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?://([^/?#]*))?(.*)", re.S)
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _normal_escape(match: re.Match[str]) -> str:
+    char = chr(int(match[0][1:], 16))
+    return char if char in _UNRESERVED else match[0].upper()
+
+
+def _normal_authority(scheme: str, authority: str) -> str:
+    userinfo, at, host = authority.rpartition("@")
+    host = host.lower()
+    port = _DEFAULT_PORTS.get(scheme)
+    if port and host.endswith(port):
+        host = host[: -len(port)]
+    return userinfo + at + host
+
+
+def _normal_url(url: str) -> str:
+    """RFC 3986 section 6.2.2 normal form: case of scheme, host and escapes; unreserved escapes
+    decoded; a default port and an empty path are the same as none and ``/``.  Nothing else."""
+    parts = _URL_PARTS.fullmatch(url)
+    if parts is None:
+        return _PERCENT_ESCAPE.sub(_normal_escape, url)
+    scheme, authority, rest = parts[1].lower(), parts[2], parts[3]
+    if authority is None:
+        return f"{scheme}:{_PERCENT_ESCAPE.sub(_normal_escape, rest)}"
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    return f"{scheme}://{_normal_authority(scheme, authority)}{_PERCENT_ESCAPE.sub(_normal_escape, rest)}"
 
 
 def _check_url(subject: str, url: str) -> None:
     # URLs are public, so a plain comparison leaks nothing.
-    if subject != url and _without_trailing_slash(subject) != _without_trailing_slash(url):
+    if subject != url and _normal_url(subject) != _normal_url(url):
         raise SignatureError(
             Reason.URL_MISMATCH, f"the token was signed for {subject!r} but the request is for {url!r}"
         )
 
 
-def _body_digest(body: Body) -> bytes:
+def _body_digest(body: bytes | bytearray | memoryview | str) -> bytes:
     """Return the unpadded base64url SHA-256 of the body, the way QStash writes it."""
     if isinstance(body, str):
-        try:
-            body = body.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise SignatureError(Reason.BODY_MISMATCH, "the body is not encodable as UTF-8") from err
+        encoded = _encoded(body, "utf-8")
+        if encoded is None:
+            raise SignatureError(Reason.BODY_MISMATCH, "the body is not encodable as UTF-8")
+        body = encoded
+    elif isinstance(body, memoryview) and not body.c_contiguous:
+        body = body.tobytes()  # hashlib takes only contiguous buffers
     return _b64url_encode(hashlib.sha256(body).digest())
 
 
-def _check_body(body_hash: str, body: Body) -> None:
+def _check_body(body_hash: str, body: bytes | bytearray | memoryview | str) -> None:
     claimed = body_hash.rstrip("=").encode("utf-8", "surrogatepass")
     if not hmac.compare_digest(_body_digest(body), claimed):
         raise SignatureError(Reason.BODY_MISMATCH, "the body's SHA-256 differs from the signed one")
@@ -351,7 +435,10 @@ def _key_bytes(key: object) -> bytes:
     if not isinstance(key, str) or not key:
         raise ConfigurationError("a signing key must be a non-empty string")
     # os.environ decodes with surrogateescape; this gives back the exact bytes.
-    return key.encode("utf-8", "surrogateescape")
+    encoded = _encoded(key, "utf-8", "surrogateescape")
+    if encoded is None:
+        raise ConfigurationError("a signing key must be valid text (it holds a lone surrogate)")
+    return encoded
 
 
 # --- the receiver --------------------------------------------------------------------
@@ -367,9 +454,9 @@ class _HmacSha256:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > SHA256_BLOCK_BYTES:
+        if len(key) > _SHA256_BLOCK_BYTES:
             key = hashlib.sha256(key).digest()
-        key = key.ljust(SHA256_BLOCK_BYTES, b"\0")
+        key = key.ljust(_SHA256_BLOCK_BYTES, b"\0")
         self._inner = hashlib.sha256(key.translate(_XOR_INNER_PAD))
         self._outer = hashlib.sha256(key.translate(_XOR_OUTER_PAD))
 
@@ -399,21 +486,21 @@ class Receiver:
     def from_env(cls, *, region: str | None = None, environ: Mapping[str, str] | None = None) -> Receiver:
         """Build a Receiver from QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY.
 
-        When QSTASH_REGION is set, ``region`` (the request's Upstash-Region header,
-        e.g. ``eu-central-1``) selects EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY and
-        its next key; without region keys the plain ones are used.
-        Raises ConfigurationError naming the missing or invalid variable.
+        With QSTASH_REGION set, ``region`` (the request's Upstash-Region header,
+        e.g. ``eu-central-1``) selects that region's keys; see README.md for the
+        rules.  Raises ConfigurationError naming the missing or invalid variable,
+        TypeError when ``region`` is not a str or None.
         """
-        env = os.environ if environ is None else environ
-        prefix = _key_prefix(env, region)
-        current = _required(env, prefix + CURRENT_KEY_VARIABLE)
-        return cls(current, _required(env, prefix + NEXT_KEY_VARIABLE))
+        if region is not None and not isinstance(region, str):
+            raise TypeError(f"region must be a str or None, not {type(region).__name__}")
+        keys = _signing_keys(os.environ if environ is None else environ)
+        return cls(*keys[_region_of(region)])
 
     def verify(
         self,
         *,
         signature: str | None,
-        body: Body,
+        body: bytes | bytearray | memoryview | str,
         url: str | None = None,
         clock_tolerance: float = 0,
         now: float | None = None,
@@ -445,32 +532,71 @@ class Receiver:
         raise SignatureError(Reason.BAD_SIGNATURE, "the signature matches neither the current nor the next signing key")
 
 
-def _required(env: Mapping[str, str], variable: str) -> str:
+# --- configuration -------------------------------------------------------------------
+
+_REGION_KEY_VARIABLES = tuple(f"{r}_{v}" for r in _REGIONS for v in (_CURRENT_KEY_VARIABLE, _NEXT_KEY_VARIABLE))
+# Every variable the Lambda adapter reads: its settings are rebuilt only when one of these changes.
+_SETTINGS_VARIABLES = (
+    _CURRENT_KEY_VARIABLE,
+    _NEXT_KEY_VARIABLE,
+    _REGION_VARIABLE,
+    *_REGION_KEY_VARIABLES,
+    _URL_VARIABLE,
+    _BASE_URL_VARIABLE,
+    _CLOCK_TOLERANCE_VARIABLE,
+)
+
+
+def _optional(env: Mapping[str, str], variable: str) -> str:
+    """The variable's value, '' when unset; raises ConfigurationError when it is not a string."""
     value = env.get(variable, "")
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{variable} must be a string", variable=variable)
+    return value
+
+
+def _required(env: Mapping[str, str], variable: str) -> str:
+    value = _optional(env, variable)
     if not value:
         raise ConfigurationError(f"{variable} is not set", variable=variable)
     return value
 
 
-def _normalise_region(region: str) -> str | None:
-    name = region.strip().upper().replace("-", "_")
-    return name if _REGION_NAME.fullmatch(name) else None
+def _key_pair(env: Mapping[str, str], prefix: str) -> tuple[str, str] | None:
+    """The current and next keys under ``prefix``; None when neither is set, an error when one is missing."""
+    if not _optional(env, prefix + _CURRENT_KEY_VARIABLE) and not _optional(env, prefix + _NEXT_KEY_VARIABLE):
+        return None
+    return _required(env, prefix + _CURRENT_KEY_VARIABLE), _required(env, prefix + _NEXT_KEY_VARIABLE)
 
 
-def _key_prefix(env: Mapping[str, str], region: str | None) -> str:
-    """Return the variable prefix of the signing keys to use ('' outside multi-region mode)."""
-    primary = env.get(REGION_VARIABLE, "")
-    if not primary:
-        return ""
-    if _normalise_region(primary) is None:
-        raise ConfigurationError(f"{REGION_VARIABLE} must name a region like US_EAST_1", variable=REGION_VARIABLE)
-    # The header is unauthenticated: it only picks keys, which must still verify the token.
-    name = _normalise_region(region or "") or _normalise_region(primary)
-    # A region without keys of its own uses the plain ones, as Upstash's SDKs do;
-    # with neither, the error names the region's variable.
-    if env.get(f"{name}_{CURRENT_KEY_VARIABLE}") or not env.get(CURRENT_KEY_VARIABLE):
-        return f"{name}_"
-    return ""
+def _region_of(header: str | None) -> str | None:
+    """The QStash region an Upstash-Region header names (``eu-central-1``), or None for any other value."""
+    name = (header or "").strip().upper().replace("-", "_")
+    return name if name in _REGIONS else None
+
+
+def _primary_region(env: Mapping[str, str]) -> str:
+    value = _optional(env, _REGION_VARIABLE)
+    if value and _region_of(value) is None:
+        raise ConfigurationError(f"{_REGION_VARIABLE} must be one of {', '.join(_REGIONS)}", variable=_REGION_VARIABLE)
+    return _region_of(value) or ""
+
+
+def _signing_keys(env: Mapping[str, str]) -> dict[str | None, tuple[str, str]]:
+    """Map each region (None: no header, or one naming no QStash region) to its key pair.
+
+    The whole configuration is checked whatever the request, so no header can cause
+    a configuration error.  Raises ConfigurationError naming the variable.
+    """
+    primary = _primary_region(env)
+    plain = _key_pair(env, "")
+    # In multi-region mode a region without keys of its own uses the plain ones (as Upstash's SDKs do).
+    own = {region: (_key_pair(env, f"{region}_") if primary else None) or plain for region in _REGIONS}
+    fallback = own[primary] if primary else plain
+    if fallback is None:
+        variable = f"{primary}_{_CURRENT_KEY_VARIABLE}" if primary else _CURRENT_KEY_VARIABLE
+        raise ConfigurationError(f"{variable} is not set", variable=variable)
+    return {None: fallback, **{region: pair or fallback for region, pair in own.items()}}
 
 
 # --- minting -------------------------------------------------------------------------
@@ -480,7 +606,7 @@ def sign(
     signing_key: str,
     *,
     url: str,
-    body: Body,
+    body: bytes | bytearray | memoryview | str,
     now: float | None = None,
     ttl: int = DEFAULT_TTL_SECONDS,
     not_before: int = 0,
@@ -490,9 +616,10 @@ def sign(
 
     For tests and local development.  Raises ConfigurationError for an empty key.
     """
+    key = _key_bytes(signing_key)
     issued = int(_current_time(now))
     claims = {
-        "iss": ISSUER,
+        "iss": _ISSUER,
         "sub": url,
         "exp": issued + ttl,
         "nbf": not_before,
@@ -502,28 +629,163 @@ def sign(
     }
     payload = _b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
     signing_input = _QSTASH_HEADER_SEGMENT + b"." + payload
-    mac = hmac.new(_key_bytes(signing_key), signing_input, hashlib.sha256)
-    return (signing_input + b"." + _b64url_encode(mac.digest())).decode("ascii")
+    return (signing_input + b"." + _b64url_encode(hmac.new(key, signing_input, hashlib.sha256).digest())).decode()
 
 
-# --- AWS Lambda ----------------------------------------------------------------------
+# --- the URL QStash called, rebuilt from a request -----------------------------------
+
+# Bytes that never stand literally in an encoded path (and a "%" that starts no escape):
+# escaping only these leaves an encoded path as it is and encodes a decoded one again.
+_PATH_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
+# A decoded query key or value: also "&", "=", "+", "?" and "%" are data there.
+_QUERY_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$'()*,;]")
+# A raw request target is kept as sent; only what cannot stand in a request line is escaped.
+_TARGET_UNSAFE = re.compile(rb"[^!-~]")
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _escape_byte(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match[0][0]
+
+
+def _percent_encode(raw: bytes, unsafe: re.Pattern[bytes]) -> str:
+    return unsafe.sub(_escape_byte, raw).decode("ascii")
+
+
+def _text_bytes(text: object, encoding: str, what: str) -> bytes:
+    """``text`` as bytes; EventError (without the text) when it is not a str or not encodable."""
+    if not isinstance(text, str):
+        raise EventError(f"the request's {what} is not a string")
+    encoded = _encoded(text, encoding)
+    if encoded is None:
+        raise EventError(f"the request's {what} is not valid text")
+    return encoded
+
+
+def _base_url(value: str, variable: str | None = None) -> str:
+    """Check a public base URL (scheme, host, optional path prefix); return it without a trailing ``/``."""
+    parts = _URL_PARTS.fullmatch(value) if isinstance(value, str) else None
+    if parts is None or parts[1].lower() not in _DEFAULT_PORTS or not parts[2] or not set("?#").isdisjoint(parts[3]):
+        name = variable or "base_url"
+        raise ConfigurationError(f"{name} must be a URL like https://hooks.example.com[/prefix]", variable=variable)
+    return value.rstrip("/")
+
+
+def _hop(value: str, hops: int) -> str:
+    """The entry that the ``hops``-th proxy before this server wrote in a comma-separated header."""
+    entries = value.split(",")
+    return entries[-hops].strip() if value and len(entries) >= hops else ""
+
+
+def _forwarded(headers: Mapping[str, str], hops: int) -> tuple[str, str]:
+    """(proto, host) from Forwarded (RFC 7239), else from X-Forwarded-Proto and X-Forwarded-Host."""
+    element = _hop(headers.get(_FORWARDED_HEADER, ""), hops)
+    if not element:
+        return _hop(headers.get(_FORWARDED_PROTO_HEADER, ""), hops), _hop(headers.get(_FORWARDED_HOST_HEADER, ""), hops)
+    pairs = (pair.strip().partition("=") for pair in element.split(";"))
+    params = {name.lower(): value.strip('"') for name, _, value in pairs}
+    return params.get("proto", ""), params.get("host", "")
+
+
+def _request_url(
+    scheme: str, host: str, target: str, *, headers: Mapping[str, str], base_url: str | None, trusted_proxies: int
+) -> str:
+    if base_url is not None:
+        return _base_url(base_url) + target
+    if type(trusted_proxies) is not int or trusted_proxies < 0:
+        raise ValueError("trusted_proxies must be a whole number >= 0")
+    if trusted_proxies:
+        proto, forwarded_host = _forwarded(headers, trusted_proxies)
+        scheme = proto.lower() if proto.lower() in _DEFAULT_PORTS else scheme
+        host = forwarded_host if _HOST_NAME.fullmatch(forwarded_host) else host
+    return f"{scheme}://{host}{target}"
+
+
+def _wsgi_target(environ: Mapping[str, Any]) -> str:
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if isinstance(raw, str) and raw.startswith("/"):
+        return _percent_encode(_text_bytes(raw, "latin-1", "target"), _TARGET_UNSAFE)
+    # PEP 3333: PATH_INFO holds the decoded path's bytes as latin-1 characters.
+    path = _text_bytes(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), "latin-1", "path")
+    query = _text_bytes(environ.get("QUERY_STRING", ""), "latin-1", "query")
+    return _percent_encode(path, _PATH_UNSAFE) + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
+
+
+def url_from_wsgi(environ: Mapping[str, Any], *, base_url: str | None = None, trusted_proxies: int = 0) -> str:
+    """Return the URL QStash called, from a WSGI environ (Flask's ``request.environ``, Django's ``request.META``).
+
+    The path and query are the raw request target where the server keeps it
+    (gunicorn's ``RAW_URI``, ``REQUEST_URI``), else SCRIPT_NAME and PATH_INFO
+    encoded again.  ``base_url`` (e.g. QSTASH_BASE_URL: public scheme, host and
+    an optional path prefix) replaces the scheme and host the server saw;
+    ``trusted_proxies`` is how many proxies in front of the server set
+    Forwarded or X-Forwarded-Proto/-Host (0: those headers are ignored).
+    Raises EventError for an environ it cannot read, ConfigurationError for a bad ``base_url``.
+    """
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
+    host = headers.get(_HOST_HEADER) or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+    scheme = environ.get("wsgi.url_scheme", "http")
+    target = _wsgi_target(environ)
+    return _request_url(scheme, host, target, headers=headers, base_url=base_url, trusted_proxies=trusted_proxies)
+
+
+def _asgi_target(scope: Mapping[str, Any]) -> str:
+    raw_path = scope.get("raw_path")
+    if isinstance(raw_path, bytes) and raw_path.startswith(b"/"):
+        path = _percent_encode(raw_path, _TARGET_UNSAFE)
+    else:  # the decoded path, which includes root_path
+        path = _percent_encode(_text_bytes(scope.get("path", "/"), "utf-8", "path"), _PATH_UNSAFE)
+    query = scope.get("query_string") or b""
+    if not isinstance(query, bytes):
+        raise EventError("the request's query_string is not bytes")
+    return path + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
+
+
+def url_from_asgi(scope: Mapping[str, Any], *, base_url: str | None = None, trusted_proxies: int = 0) -> str:
+    """Return the URL QStash called, from an ASGI HTTP scope (Starlette's and FastAPI's ``request.scope``).
+
+    The path is the scope's ``raw_path`` (else ``path`` encoded again), then
+    ``query_string``; ``base_url`` and ``trusted_proxies`` as for ``url_from_wsgi``.
+    Raises EventError for a scope it cannot read, ConfigurationError for a bad ``base_url``.
+    """
+    pairs = scope.get("headers", ())
+    if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs) or not all(
+        isinstance(part, bytes) for pair in pairs for part in pair
+    ):
+        raise EventError("the request's headers are not pairs of bytes")
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in pairs}
+    server = scope.get("server") or ("localhost", 80)
+    host = headers.get(_HOST_HEADER) or f"{server[0]}:{server[1]}"
+    target = _asgi_target(scope)
+    scheme = scope.get("scheme", "http")
+    return _request_url(scheme, host, target, headers=headers, base_url=base_url, trusted_proxies=trusted_proxies)
+
+
+# --- AWS Lambda: the request -----------------------------------------------------------
 
 
 class HttpRequest(NamedTuple):
     """An HTTP request rebuilt from a Lambda event (not yet verified).
 
     ``headers`` has lower-cased names; ``body`` is the raw bytes the client sent;
-    ``url`` is the public URL as well as the event can tell it.
+    ``url`` is the public URL as well as the event can tell it; ``door`` names the
+    front door (``function_url``, ``http_api_v2``, ``http_api_v1``, ``rest_api``,
+    ``alb`` or ``alb_multi_value``).
     """
 
     method: str
     url: str
     headers: Mapping[str, str]
     body: bytes
+    door: str
 
 
 class Message(NamedTuple):
-    """A verified QStash delivery, as handed to your handler."""
+    """A verified QStash delivery, as handed to your handler.
+
+    The signature covers ``body`` and ``url`` (and ``claims``); ``headers``, and so
+    ``message_id`` and ``retried``, are not signed.
+    """
 
     body: bytes
     headers: Mapping[str, str]
@@ -541,19 +803,19 @@ class Message(NamedTuple):
 
     @property
     def message_id(self) -> str | None:
-        """The Upstash-Message-Id header."""
-        return self.headers.get("upstash-message-id")
+        """The Upstash-Message-Id header: not signed, so anyone replaying a token can choose it."""
+        return self.headers.get(_MESSAGE_ID_HEADER)
 
     @property
     def retried(self) -> int:
-        """How many times QStash has retried this message (Upstash-Retried), 0 at first."""
+        """How many times QStash has retried this message (Upstash-Retried, not signed), 0 at first."""
         return _retry_count(self.headers)
 
 
 def _retry_count(headers: Mapping[str, str]) -> int:
-    value = headers.get("upstash-retried", "0").strip()
-    # The header is not authenticated: anything but a plain, short count reads as 0.
-    return int(value) if value.isascii() and value.isdigit() and len(value) <= MAX_RETRY_DIGITS else 0
+    value = headers.get(_RETRIED_HEADER, "0").strip()
+    # Anything but a plain, short count reads as 0.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= _MAX_RETRY_DIGITS else 0
 
 
 def _field(mapping: Mapping[str, Any], name: str, kind: type, default: Any = None) -> Any:
@@ -566,34 +828,32 @@ def _field(mapping: Mapping[str, Any], name: str, kind: type, default: Any = Non
 
 
 def _event_headers(event: Mapping[str, Any]) -> dict[str, str]:
-    """Merge headers or multiValueHeaders into one dict with lower-cased names."""
+    """Merge headers or multiValueHeaders into one dict with lower-cased names, in one pass."""
     multi = _field(event, "multiValueHeaders", dict, {})
-    pairs = [(name, values) for name, values in multi.items()] or list(_field(event, "headers", dict, {}).items())
-    headers: dict[str, str] = {}
+    pairs = multi.items() if multi else _field(event, "headers", dict, {}).items()
+    merged: dict[str, list[str]] = {}
     for name, value in pairs:
         values = value if isinstance(value, list) else [value]
         if not isinstance(name, str) or not all(isinstance(item, str) for item in values):
             raise EventError("event headers must map strings to strings")
-        key = name.lower()
-        headers[key] = ",".join([headers[key], *values] if key in headers else values)
-    return headers
+        merged.setdefault(name.lower(), []).extend(values)
+    return {name: ",".join(values) for name, values in merged.items()}
+
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def _event_body(event: Mapping[str, Any]) -> bytes:
     body = _field(event, "body", str, "")
-    if event.get("isBase64Encoded") is True:
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise EventError("isBase64Encoded is true but the body is not base64") from err
+    if event.get("isBase64Encoded") is not True:
+        return _text_bytes(body, "utf-8", "body")
+    # binascii reads the str itself: no ASCII copy of a body of up to 6 MB.
+    if _BASE64_TEXT.fullmatch(body) is None:
+        raise EventError("isBase64Encoded is true but the body is not base64")
     try:
-        return body.encode("utf-8")  # type: ignore[no-any-return]
-    except UnicodeEncodeError as err:
-        raise EventError("the event body is not valid text") from err
-
-
-def _encode_path(path: str) -> str:
-    return quote(_BARE_PERCENT.sub("%25", path), safe=_PATH_SAFE)
+        return binascii.a2b_base64(body)
+    except binascii.Error:
+        raise EventError("isBase64Encoded is true but the body is not base64") from None
 
 
 def _query_parameters(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -605,33 +865,82 @@ def _query_parameters(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
-    """Return (path, query) as the client sent them, for each front door's event shape."""
+def _v2_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
+    # HTTP APIs hand over rawPath decoded, Function URLs encoded: encoding again serves both.
+    path = _percent_encode(_text_bytes(_field(event, "rawPath", str, "/"), "utf-8", "path"), _PATH_UNSAFE)
+    return path, _field(event, "rawQueryString", str, "")
+
+
+def _v1_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
+    # requestContext.path carries the stage; parameters arrive decoded and are encoded again.
+    path = _field(context, "path", str) or _field(event, "path", str, "/")
+    pairs = [(_text_bytes(k, "utf-8", "query"), _text_bytes(v, "utf-8", "query")) for k, v in _query_parameters(event)]
+    query = "&".join(f"{_percent_encode(k, _QUERY_UNSAFE)}={_percent_encode(v, _QUERY_UNSAFE)}" for k, v in pairs)
+    return _percent_encode(_text_bytes(path, "utf-8", "path"), _PATH_UNSAFE), query
+
+
+def _alb_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
+    # An ALB passes the path and the query values undecoded: kept verbatim.
+    return _field(event, "path", str, "/"), "&".join(f"{k}={v}" for k, v in _query_parameters(event))
+
+
+class _Door(NamedTuple):
+    """A front door: where its event keeps the request target, and what its answer must look like."""
+
+    name: str
+    target: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[str, str]]
+    status_description: bool = False
+    multi_value_headers: bool = False
+
+
+_DOORS = {
+    door.name: door
+    for door in (
+        _Door("function_url", _v2_target),
+        _Door("http_api_v2", _v2_target),
+        _Door("http_api_v1", _v1_target),
+        _Door("rest_api", _v1_target),
+        _Door("alb", _alb_target, status_description=True),
+        _Door("alb_multi_value", _alb_target, status_description=True, multi_value_headers=True),
+    )
+}
+
+
+def _door_of(event: object) -> _Door | None:
+    """The front door an event came through, or None when it is no HTTP event."""
+    if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
+        return None
+    context = event["requestContext"]
+    if "elb" in context:
+        return _DOORS["alb_multi_value" if "multiValueHeaders" in event else "alb"]
     if event.get("version") == "2.0" and "rawPath" in event:
-        return _encode_path(_field(event, "rawPath", str, "/")), _field(event, "rawQueryString", str, "")
-    if "elb" in context:  # ALB passes path and query values undecoded: keep them verbatim.
-        pairs = _query_parameters(event)
-        return _field(event, "path", str, "/"), "&".join(f"{k}={v}" for k, v in pairs)
-    if "httpMethod" in event:  # v1: requestContext.path carries the stage; parameters are decoded.
-        path = _field(context, "path", str) or _field(event, "path", str, "/")
-        pairs = _query_parameters(event)
-        return _encode_path(path), "&".join(f"{quote(k, _QUERY_SAFE)}={quote(v, _QUERY_SAFE)}" for k, v in pairs)
-    raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
+        domain = context.get("domainName")
+        return _DOORS["function_url" if isinstance(domain, str) and ".lambda-url." in domain else "http_api_v2"]
+    if "httpMethod" in event:
+        return _DOORS["http_api_v1" if event.get("version") == "1.0" else "rest_api"]
+    return None
 
 
-def _public_url(headers: Mapping[str, str], context: Mapping[str, Any], path: str, query: str) -> str:
-    scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip().lower()
-    host = headers.get("host") or _field(context, "domainName", str, "")
+def _event_url(headers: Mapping[str, str], context: Mapping[str, Any], path: str, query: str) -> str:
+    scheme = headers.get(_FORWARDED_PROTO_HEADER, "https").split(",")[0].strip().lower()
+    host = headers.get(_HOST_HEADER) or _field(context, "domainName", str, "")
     if not host:
         raise EventError("the event has neither a Host header nor requestContext.domainName")
-    scheme = scheme if scheme in ("http", "https") else "https"
+    scheme = scheme if scheme in _DEFAULT_PORTS else "https"
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
 def _http_method(event: Mapping[str, Any], context: Mapping[str, Any]) -> str:
-    http = _field(context, "http", dict, {})
-    method = _field(event, "httpMethod", str) or _field(http, "method", str, "")
+    method = _field(event, "httpMethod", str) or _field(_field(context, "http", dict, {}), "method", str, "")
     return method.upper()  # type: ignore[no-any-return]
+
+
+def _parse(event: dict[str, Any], door: _Door) -> HttpRequest:
+    context = event["requestContext"]
+    path, query = door.target(event, context)
+    headers = _event_headers(event)
+    url = _event_url(headers, context, path, query)
+    return HttpRequest(_http_method(event, context), url, MappingProxyType(headers), _event_body(event), door.name)
 
 
 def parse_lambda_event(event: object) -> HttpRequest:
@@ -639,37 +948,77 @@ def parse_lambda_event(event: object) -> HttpRequest:
 
     Raises EventError for anything that is not such an event.
     """
-    if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
+    door = _door_of(event)
+    if door is None:
         raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
-    context = event["requestContext"]
-    try:
-        path, query = _target(event, context)
-    except UnicodeEncodeError as err:  # lone surrogates from JSON escapes cannot be percent-encoded
-        raise EventError("the event's path or query is not valid text") from err
-    headers = _event_headers(event)
-    url = _public_url(headers, context, path, query)
-    return HttpRequest(_http_method(event, context), url, MappingProxyType(headers), _event_body(event))
+    return _parse(event, door)  # type: ignore[arg-type]
+
+
+# --- AWS Lambda: settings, read once per container ------------------------------------
+
+
+class _Settings(NamedTuple):
+    """What the environment configures, built once and kept while it is unchanged."""
+
+    receivers: Mapping[str | None, Receiver]
+    url: str
+    base_url: str
+    clock_tolerance: float
 
 
 def _clock_tolerance(env: Mapping[str, str]) -> float:
-    raw = env.get(CLOCK_TOLERANCE_VARIABLE, "") or "0"
+    raw = _optional(env, _CLOCK_TOLERANCE_VARIABLE) or "0"
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not _is_number(value) or value < 0:
-        raise ConfigurationError(f"{CLOCK_TOLERANCE_VARIABLE} must be seconds >= 0", variable=CLOCK_TOLERANCE_VARIABLE)
+        variable = _CLOCK_TOLERANCE_VARIABLE
+        raise ConfigurationError(f"{variable} must be seconds >= 0", variable=variable)
     return value
 
 
-def _verify_request(request: HttpRequest, env: Mapping[str, str], now: float | None) -> Message:
-    receiver = Receiver.from_env(region=request.headers.get(REGION_HEADER), environ=env)
-    url = env.get(URL_VARIABLE) or request.url
+def _build_settings(env: Mapping[str, str]) -> _Settings:
+    keys = _signing_keys(env)
+    receivers = {pair: Receiver(*pair) for pair in set(keys.values())}
+    base_url = _optional(env, _BASE_URL_VARIABLE)
+    return _Settings(
+        {region: receivers[pair] for region, pair in keys.items()},
+        _optional(env, _URL_VARIABLE),
+        base_url and _base_url(base_url, _BASE_URL_VARIABLE),
+        _clock_tolerance(env),
+    )
+
+
+# One entry: the settings of the environment last seen, keyed by its values.
+_settings_cache: dict[tuple[str, ...], _Settings] = {}
+
+
+def _settings(env: Mapping[str, str]) -> _Settings:
+    """The settings for ``env``, rebuilt only when a variable they come from changed (key rotation)."""
+    snapshot = tuple(_optional(env, variable) for variable in _SETTINGS_VARIABLES)
+    settings = _settings_cache.get(snapshot)
+    if settings is None:
+        settings = _build_settings(env)
+        _settings_cache.clear()
+        _settings_cache[snapshot] = settings
+    return settings
+
+
+def _rebased(url: str, base_url: str) -> str:
+    """``url`` with its scheme and host replaced by ``base_url`` (which may add a path prefix)."""
+    parts = _URL_PARTS.fullmatch(url)
+    return base_url + parts[3] if parts else url
+
+
+def _verify_request(request: HttpRequest, settings: _Settings, now: float | None) -> Message:
+    receiver = settings.receivers[_region_of(request.headers.get(_REGION_HEADER))]
+    url = settings.url or (_rebased(request.url, settings.base_url) if settings.base_url else request.url)
     claims = receiver.verify(
-        signature=request.headers.get(SIGNATURE_HEADER),
+        signature=request.headers.get(_SIGNATURE_HEADER),
         body=request.body,
         url=url,
-        clock_tolerance=_clock_tolerance(env),
+        clock_tolerance=settings.clock_tolerance,
         now=now,
     )
     return Message(request.body, request.headers, url, claims)
@@ -681,11 +1030,13 @@ def verify_lambda_event(
     """Verify a Lambda HTTP event and return the Message.
 
     Keys come from the environment (see ``Receiver.from_env``); the URL checked is
-    QSTASH_URL when set, else the one rebuilt from the event.  Raises EventError,
-    ConfigurationError or SignatureError.
+    QSTASH_URL when set, else the one rebuilt from the event (on QSTASH_BASE_URL
+    when set).  Raises EventError, ConfigurationError or SignatureError.
     """
-    env = os.environ if environ is None else environ
-    return _verify_request(parse_lambda_event(event), env, now)
+    return _verify_request(parse_lambda_event(event), _settings(os.environ if environ is None else environ), now)
+
+
+# --- AWS Lambda: the answer and the log line -----------------------------------------
 
 
 class _Answer(NamedTuple):
@@ -695,11 +1046,12 @@ class _Answer(NamedTuple):
     is_base64: bool = False
 
 
-_JSON = {"content-type": "application/json"}
-Handler = Callable[[Message], Any]
+_JSON_HEADERS = {_CONTENT_TYPE_HEADER: "application/json"}
+_TEXT_HEADERS = {_CONTENT_TYPE_HEADER: "text/plain; charset=utf-8"}
+_BINARY_HEADERS = {_CONTENT_TYPE_HEADER: "application/octet-stream"}
 
 
-def _json_answer(status: int, payload: Mapping[str, Any], headers: Mapping[str, str] = _JSON) -> _Answer:
+def _json_answer(status: int, payload: Mapping[str, Any], headers: Mapping[str, str] = _JSON_HEADERS) -> _Answer:
     return _Answer(status, json.dumps(payload), headers)
 
 
@@ -710,46 +1062,75 @@ def _render(reply: Any) -> _Answer:
     if reply is None:
         return _Answer(200, "", {})
     if isinstance(reply, str):
-        return _Answer(200, reply, {"content-type": "text/plain; charset=utf-8"})
+        return _Answer(200, reply, _TEXT_HEADERS)
     if isinstance(reply, (bytes, bytearray)):
-        return _Answer(200, base64.b64encode(reply).decode("ascii"), {"content-type": "application/octet-stream"}, True)
+        return _Answer(200, binascii.b2a_base64(reply, newline=False).decode("ascii"), _BINARY_HEADERS, True)
     return _json_answer(200, reply)
 
 
-def _run(handler: Handler, message: Message, record: dict[str, Any]) -> _Answer:
+class _Outcome(NamedTuple):
+    """What became of one invocation: the answer, and what its one log line says."""
+
+    answer: _Answer
+    outcome: str
+    reason: str | None = None
+    detail: str | None = None
+    variable: str | None = None
+    traceback: str | None = None
+    message_id: str | None = None
+    retried: int | None = None
+    door: str | None = None
+    request_id: str | None = None
+    duration_ms: float | None = None
+
+
+# The log line's fields, in order: the answer's status, then everything else the outcome holds.
+_LOG_FIELDS = ("status", *_Outcome._fields[1:])
+
+
+def _log_line(outcome: _Outcome) -> str:
+    return json.dumps(dict(zip(_LOG_FIELDS, (outcome.answer.status, *outcome[1:]))))
+
+
+def _run(handler: Handler, message: Message) -> _Outcome:
     try:
         answer = _render(handler(message))
     except NonRetryableError as err:
-        record["outcome"] = "non_retryable"
-        headers = {**_JSON, "Upstash-NonRetryable-Error": "true"}
-        return _json_answer(NON_RETRYABLE_STATUS, {"error": "non_retryable", "message": str(err)}, headers)
+        headers = {**_JSON_HEADERS, _NON_RETRYABLE_HEADER: "true"}
+        payload = {"error": "non_retryable", "message": str(err)}
+        return _Outcome(_json_answer(_NON_RETRYABLE_STATUS, payload, headers), "non_retryable")
     except Exception:  # noqa: BLE001 -- any failure of user code is a 500, so QStash retries.
         import traceback  # noqa: PLC0415 -- only on failure: keeps cold starts fast
 
-        record.update(outcome="handler_error", traceback=traceback.format_exc())
-        return _json_answer(500, {"error": "internal_error"})
-    record["outcome"] = "ok"
-    return answer
+        answer = _json_answer(500, {"error": "internal_error"})
+        return _Outcome(answer, "handler_error", traceback=traceback.format_exc())
+    return _Outcome(answer, "ok")
 
 
-def _answer(
-    event: object, handler: Handler, env: Mapping[str, str], now: float | None, record: dict[str, Any]
-) -> _Answer:
+def _verified_run(request: HttpRequest, handler: Handler, env: Mapping[str, str], now: float | None) -> _Outcome:
     try:
-        request = parse_lambda_event(event)
-        message_id = request.headers.get("upstash-message-id")
-        record.update(message_id=message_id and message_id[:MAX_LOGGED_ID], retried=_retry_count(request.headers))
-        message = _verify_request(request, env, now)
-    except EventError as err:
-        record.update(outcome="bad_request", detail=str(err))
-        return _json_answer(400, {"error": "not_http_event", "message": str(err)})
+        message = _verify_request(request, _settings(env), now)
     except ConfigurationError as err:
-        record.update(outcome="misconfigured", detail=str(err), variable=err.variable)
-        return _json_answer(500, {"error": "server_misconfigured"})
+        answer = _json_answer(500, {"error": "server_misconfigured"})
+        return _Outcome(answer, "misconfigured", detail=str(err), variable=err.variable)
     except SignatureError as err:
-        record.update(outcome="rejected", reason=err.reason.value, detail=str(err))
-        return _json_answer(401, {"error": err.reason.value})
-    return _run(handler, message, record)
+        return _Outcome(_json_answer(401, {"error": err.reason.value}), "rejected", err.reason.value, str(err))
+    return _run(handler, message)
+
+
+def _outcome(
+    event: object, door: _Door | None, handler: Handler, env: Mapping[str, str], now: float | None
+) -> _Outcome:
+    try:
+        if door is None:
+            raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
+        request = _parse(event, door)  # type: ignore[arg-type]
+    except EventError as err:
+        answer = _json_answer(400, {"error": "not_http_event", "message": str(err)})
+        return _Outcome(answer, "bad_request", detail=str(err))
+    message_id = (request.headers.get(_MESSAGE_ID_HEADER) or "")[:_MAX_LOGGED_ID] or None
+    outcome = _verified_run(request, handler, env, now)
+    return outcome._replace(message_id=message_id, retried=_retry_count(request.headers))
 
 
 def _reason_phrase(status: int) -> str:
@@ -758,40 +1139,51 @@ def _reason_phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:
-        return "Non-Retryable Error" if status == NON_RETRYABLE_STATUS else "Unknown"
+        return "Non-Retryable Error" if status == _NON_RETRYABLE_STATUS else "Unknown"
 
 
-def _lambda_response(event: object, answer: _Answer) -> dict[str, Any]:
+def _response(door: _Door | None, answer: _Answer) -> dict[str, Any]:
     """Shape the answer as the front door requires; any other shape becomes a 502 there."""
-    response: dict[str, Any] = {
-        "statusCode": answer.status,
-        "headers": dict(answer.headers),
-        "body": answer.body,
-        "isBase64Encoded": answer.is_base64,
-    }
-    context = event.get("requestContext") if isinstance(event, dict) else None
-    if isinstance(context, dict) and "elb" in context:
+    response: dict[str, Any] = {"statusCode": answer.status, "body": answer.body, "isBase64Encoded": answer.is_base64}
+    if door is not None and door.multi_value_headers:
+        response["multiValueHeaders"] = {name: [value] for name, value in answer.headers.items()}
+    else:
+        response["headers"] = dict(answer.headers)
+    if door is not None and door.status_description:
         response["statusDescription"] = f"{answer.status} {_reason_phrase(answer.status)}"
-        if "multiValueHeaders" in event:  # type: ignore[operator]
-            response["multiValueHeaders"] = {k: [v] for k, v in response.pop("headers").items()}
     return response
 
 
+def _request_id(context: object) -> str | None:
+    request_id = getattr(context, "aws_request_id", None)
+    return request_id if isinstance(request_id, str) else None
+
+
 def serve_lambda(
-    event: object, handler: Handler, *, environ: Mapping[str, str] | None = None, now: float | None = None
+    event: object,
+    handler: Handler,
+    *,
+    context: object = None,
+    environ: Mapping[str, str] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Verify a Lambda HTTP event, run ``handler(message)`` and return the Lambda response.
 
     401 with {"error": reason} for a rejected delivery, 400 for a non-HTTP event, 500
     when keys are not configured or the handler raises, 489 for NonRetryableError.
-    Prints one JSON log line per request, without keys, token or body.  Never raises.
+    Prints one JSON log line per request (with the request id of ``context``, the
+    Lambda context), without keys, token or body.  Never raises.
     """
     started = time.perf_counter()
-    record: dict[str, Any] = {"outcome": "", "reason": None, "message_id": None, "retried": None}
-    answer = _answer(event, handler, os.environ if environ is None else environ, now, record)
-    record.update(status=answer.status, duration_ms=round((time.perf_counter() - started) * 1000, 3))
-    print(json.dumps(record), flush=True)
-    return _lambda_response(event, answer)
+    door = _door_of(event)
+    outcome = _outcome(event, door, handler, os.environ if environ is None else environ, now)
+    outcome = outcome._replace(
+        door=door and door.name,
+        request_id=_request_id(context),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    print(_log_line(outcome), flush=True)
+    return _response(door, outcome.answer)
 
 
 # --- command line --------------------------------------------------------------------
@@ -800,46 +1192,70 @@ def serve_lambda(
 def _read_body(args: Any) -> bytes:
     if args.body is not None:
         return args.body.encode("utf-8")  # type: ignore[no-any-return]
-    if args.body_file == "-":
-        return sys.stdin.buffer.read()
-    with open(args.body_file, "rb") as file:
-        return file.read()
+    if args.body_file != "-":
+        with open(args.body_file, "rb") as file:
+            return file.read()
+    if sys.stdin is None:  # started with stdin closed
+        raise OSError("no body: stdin is closed; give --body or --body-file")
+    return sys.stdin.buffer.read()
 
 
 def _cli_receiver(args: Any) -> Receiver:
+    if args.next_key and not args.current_key:
+        raise ConfigurationError("--next-key needs --current-key")
     if args.current_key:
         return Receiver(args.current_key, args.next_key or None)
     return Receiver.from_env(region=args.region)
 
 
 def _cli_sign(args: Any) -> int:
-    key = args.key or _required(os.environ, CURRENT_KEY_VARIABLE)
+    key = args.key or _required(os.environ, _CURRENT_KEY_VARIABLE)
     print(sign(key, url=args.url, body=_read_body(args), ttl=args.ttl))
     return 0
 
 
-def _cli_verify(args: Any) -> int:
-    receiver = _cli_receiver(args)
+def _unverified_claims(signature: str) -> dict[str, Any] | None:
+    """The token's payload, not trusted, or None if it cannot be read."""
     try:
-        claims = receiver.verify(
-            signature=args.signature, body=_read_body(args), url=args.url, clock_tolerance=args.clock_tolerance
-        )
-    except SignatureError as err:
-        print(f"rejected: {err}", file=sys.stderr)
-        unverified = _unverified_claims(args.signature)
-        if unverified is not None:
-            print(f"unverified claims, for diagnosis only: {unverified}", file=sys.stderr)
-        return 1
-    print(json.dumps({"verified": True, "claims": claims._asdict()}, indent=2))
-    return 0
-
-
-def _unverified_claims(signature: str) -> str | None:
-    """The token's payload as JSON text, not trusted, or None if it cannot be read."""
-    try:
-        return json.dumps(_json_object(_b64url_decode(_parse_token(signature)[1]), "payload"))
+        return _json_object(_b64url_decode(_parse_token(signature)[1]), "payload")
     except (SignatureError, ValueError):
         return None
+
+
+def _issue_time(signature: str) -> float:
+    """The token's iat, unverified: ``verify --at-issue`` checks the token as of that moment."""
+    issued = (_unverified_claims(signature) or {}).get("iat")
+    if not isinstance(issued, (int, float)) or not _is_number(issued):
+        raise ValueError("--at-issue: the token has no readable iat claim")
+    return issued
+
+
+def _print_rejection(err: SignatureError, signature: str) -> None:
+    print(f"rejected: {err}", file=sys.stderr)
+    try:
+        unverified = json.dumps(_unverified_claims(signature))
+    except (ValueError, RecursionError):  # a forged payload nested too deep to print
+        return
+    if unverified != "null":
+        print(f"unverified claims, for diagnosis only: {unverified}", file=sys.stderr)
+
+
+def _cli_verify(args: Any) -> int:
+    receiver = _cli_receiver(args)
+    now = _issue_time(args.signature) if args.at_issue else None
+    body = _read_body(args)
+    try:
+        claims = receiver.verify(
+            signature=args.signature, body=body, url=args.url, clock_tolerance=args.clock_tolerance, now=now
+        )
+    except SignatureError as err:
+        _print_rejection(err, args.signature)
+        return 1
+    if args.url is None:
+        print("note: no --url given, so the URL was NOT checked", file=sys.stderr)
+    result = {"verified": True, "url_checked": args.url is not None, "as_of": "issue" if now else "now"}
+    print(json.dumps({**result, "claims": claims._asdict()}, indent=2))
+    return 0
 
 
 def _parser() -> Any:
@@ -848,14 +1264,15 @@ def _parser() -> Any:
     parser = argparse.ArgumentParser(prog="qstash_verify.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     signer = commands.add_parser("sign", help="print a token for a URL and body, as QStash would send it")
-    signer.add_argument("--key", help=f"signing key (default: ${CURRENT_KEY_VARIABLE})")
+    signer.add_argument("--key", help=f"signing key (default: ${_CURRENT_KEY_VARIABLE})")
     signer.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds the token is valid")
     verifier = commands.add_parser("verify", help="verify a token: print its claims, or the check that failed")
     verifier.add_argument("--signature", required=True, help="the Upstash-Signature header value")
-    verifier.add_argument("--current-key", help=f"signing key (default: ${CURRENT_KEY_VARIABLE})")
-    verifier.add_argument("--next-key", help=f"next signing key (default: ${NEXT_KEY_VARIABLE})")
+    verifier.add_argument("--current-key", help=f"signing key (default: ${_CURRENT_KEY_VARIABLE})")
+    verifier.add_argument("--next-key", help=f"next signing key, with --current-key (default: ${_NEXT_KEY_VARIABLE})")
     verifier.add_argument("--region", help="the Upstash-Region header, with QSTASH_REGION set")
     verifier.add_argument("--clock-tolerance", type=float, default=0.0, help="seconds of clock skew allowed")
+    verifier.add_argument("--at-issue", action="store_true", help="check a captured token as of its iat (not now)")
     for command in (signer, verifier):
         command.add_argument("--url", required=command is signer, help="the URL QStash was asked to call")
         source = command.add_mutually_exclusive_group()
@@ -869,7 +1286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _cli_sign(args) if args.command == "sign" else _cli_verify(args)
-    except (ConfigurationError, OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # ConfigurationError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 

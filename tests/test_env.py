@@ -56,20 +56,56 @@ def test_multi_region_selects_the_regions_keys(region: str | None, key: str) -> 
     assert not accepts(receiver, EU if key == US else US)
 
 
-def test_region_without_keys_falls_back_to_the_plain_keys() -> None:
-    receiver = Receiver.from_env(region="ap-south-1", environ={**MULTI, **SINGLE})
+def test_known_region_without_keys_falls_back_to_the_plain_keys() -> None:
+    environ = {**MULTI, **SINGLE}
+    del environ["EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY"], environ["EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY"]
+    receiver = Receiver.from_env(region="eu-central-1", environ=environ)
     assert accepts(receiver, DEFAULT)
     assert not accepts(receiver, US)
+
+
+def test_known_region_without_any_keys_uses_the_primary_regions() -> None:
+    environ = {k: v for k, v in MULTI.items() if not k.startswith("EU_")}
+    assert accepts(Receiver.from_env(region="eu-central-1", environ=environ), US)
+
+
+# Issue #8, 1 and 2: only QStash's regions select keys; any other header value gets the primary region's.
+UNKNOWN_REGIONS = ["dev", "DEV", "ap-south-1", "attacker-was-here", "../../etc", "x" * 500, "eu-central-1\nUS_EAST_1"]
+
+
+@pytest.mark.parametrize("region", UNKNOWN_REGIONS)
+def test_a_region_qstash_does_not_have_never_selects_keys(region: str) -> None:
+    dev_keys = {"DEV_QSTASH_CURRENT_SIGNING_KEY": "sig_public_dev", "DEV_QSTASH_NEXT_SIGNING_KEY": "x"}
+    environ = {**MULTI, **SINGLE, **dev_keys}
+    receiver = Receiver.from_env(region=region, environ=environ)
+    assert accepts(receiver, US)
+    assert not accepts(receiver, "sig_public_dev")
+    assert not accepts(receiver, DEFAULT)
+
+
+@pytest.mark.parametrize("region", [*UNKNOWN_REGIONS, "eu-central-1", None])
+def test_no_header_causes_a_configuration_error_the_configuration_lacks(region: str | None) -> None:
+    only_primary = {k: v for k, v in MULTI.items() if not k.startswith("EU_")}
+    assert accepts(Receiver.from_env(region=region, environ=only_primary), US)
 
 
 MISSING = [
     ({}, None, "QSTASH_CURRENT_SIGNING_KEY"),
     ({"QSTASH_CURRENT_SIGNING_KEY": "k"}, None, "QSTASH_NEXT_SIGNING_KEY"),
+    ({"QSTASH_NEXT_SIGNING_KEY": "k"}, None, "QSTASH_CURRENT_SIGNING_KEY"),
     ({"QSTASH_CURRENT_SIGNING_KEY": "", "QSTASH_NEXT_SIGNING_KEY": "k"}, None, "QSTASH_CURRENT_SIGNING_KEY"),
     ({"QSTASH_REGION": "US_EAST_1"}, None, "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY"),
-    ({"QSTASH_REGION": "US_EAST_1"}, "eu-central-1", "EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY"),
-    ({**MULTI, "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY": ""}, "eu-central-1", "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY"),
+    ({"QSTASH_REGION": "US_EAST_1"}, "eu-central-1", "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY"),
     ({"QSTASH_REGION": "us east 1!"}, None, "QSTASH_REGION"),
+    ({"QSTASH_REGION": "AP_SOUTH_1", **SINGLE}, None, "QSTASH_REGION"),
+    # Issue #8, 3: a region with a current key but no next key fails closed, whichever region the header names.
+    ({**MULTI, "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY": ""}, "eu-central-1", "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY"),
+    ({**MULTI, "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY": ""}, "us-east-1", "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY"),
+    ({**MULTI, "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY": ""}, None, "EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY"),
+    ({**SINGLE, "QSTASH_REGION": "US_EAST_1", "QSTASH_NEXT_SIGNING_KEY": ""}, None, "QSTASH_NEXT_SIGNING_KEY"),
+    # Issue #8, 4: values that are not strings name their variable.
+    ({**SINGLE, "QSTASH_NEXT_SIGNING_KEY": 5}, None, "QSTASH_NEXT_SIGNING_KEY"),
+    ({**SINGLE, "QSTASH_REGION": b"US_EAST_1"}, None, "QSTASH_REGION"),
 ]
 
 
@@ -81,8 +117,7 @@ def test_missing_configuration_names_the_variable(environ: dict[str, str], regio
     assert variable in str(caught.value)
 
 
-def test_forged_region_header_cannot_pick_unchecked_keys() -> None:
-    for region in ("../../etc", "x" * 500, "eu-central-1\nUS_EAST_1", "ü"):
-        receiver = Receiver.from_env(region=region, environ=MULTI)
-        assert accepts(receiver, US)
-        assert not accepts(receiver, "anything")
+@pytest.mark.parametrize("region", [1, b"eu-central-1", ["eu"]])
+def test_region_of_the_wrong_type_is_a_type_error_naming_region(region: object) -> None:
+    with pytest.raises(TypeError, match="region"):
+        Receiver.from_env(region=region, environ=MULTI)  # type: ignore[arg-type]

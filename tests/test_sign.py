@@ -10,20 +10,16 @@ import random
 import string
 
 import pytest
-from conftest import CURRENT_KEY, NEXT_KEY, NOW
+from conftest import CURRENT_KEY, NEXT_KEY, NOW, b64url_decode
 
 from qstash_verify import DEFAULT_TTL_SECONDS, ConfigurationError, Reason, Receiver, SignatureError, sign
-
-
-def decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def test_token_layout_matches_qstash() -> None:
     token = sign(CURRENT_KEY, url="https://a.example/x?y=1", body=b"hello", now=NOW, jwt_id="jwt_fixed")
     header, payload, mac = token.split(".")
-    assert decode(header) == b'{"alg":"HS256","typ":"JWT"}'
-    claims = json.loads(decode(payload))
+    assert b64url_decode(header) == b'{"alg":"HS256","typ":"JWT"}'
+    claims = json.loads(b64url_decode(payload))
     assert list(claims) == ["iss", "sub", "exp", "nbf", "iat", "jti", "body"]
     assert claims == {
         "iss": "Upstash",
@@ -35,7 +31,7 @@ def test_token_layout_matches_qstash() -> None:
         "body": base64.urlsafe_b64encode(hashlib.sha256(b"hello").digest()).decode(),
     }
     expected = hmac.new(CURRENT_KEY.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    assert decode(mac) == expected
+    assert b64url_decode(mac) == expected
     assert "=" not in token
 
 

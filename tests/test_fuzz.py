@@ -1,14 +1,16 @@
-"""Seeded mutation test: thousands of altered tokens; only SignatureError, never an acceptance."""
+"""Seeded fuzz tests: thousands of altered tokens and Lambda events; only documented errors and answers."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from typing import Any, Callable
 
 import pytest
-from conftest import BODY, CURRENT_KEY, NEXT_KEY, NOW, URL, claims, mint
+from conftest import BODY, CURRENT_KEY, DOORS, NEXT_KEY, NOW, URL, claims, mint, signed_event
 
+import lambda_function
 from qstash_verify import MAX_TOKEN_BYTES, Receiver, SignatureError
 
 SEED = 20261129
@@ -169,3 +171,58 @@ def test_random_bodies_never_verify_against_another_bodys_token() -> None:
         body = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
         with pytest.raises(SignatureError):
             RECEIVER.verify(signature=token, body=body, url=URL, now=NOW)
+
+
+JUNK: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    "",
+    "x",
+    "\ud800",
+    "é",
+    [],
+    {},
+    [1],
+    ["a", None],
+    {"a": 1},
+    {"a": [1]},
+    "QUFB",
+    "!!",
+]
+
+
+def places(value: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) inside a JSON-like value."""
+    found: list[tuple[Any, Any]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in items:
+        found.append((value, key))
+        found.extend(places(child))
+    return found
+
+
+@pytest.mark.usefixtures("lambda_keys")
+def test_mutated_events_always_get_a_proper_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    import random
+
+    rng = random.Random(20261129)
+    statuses: set[int] = set()
+    for _ in range(1500):
+        event = signed_event(rng.choice(list(DOORS)))
+        for _ in range(rng.randint(1, 3)):
+            container, key = rng.choice(places(event))
+            if isinstance(container, dict) and rng.random() < 0.3:
+                del container[key]
+            else:
+                container[key] = copy.deepcopy(rng.choice(JUNK))
+        response = lambda_function.lambda_handler(event, None)
+        assert response["statusCode"] in {200, 400, 401}, response
+        assert isinstance(response["body"], str)
+        statuses.add(response["statusCode"])
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1
+        json.loads(lines[0])
+    assert statuses == {200, 400, 401}
