@@ -4,7 +4,7 @@ PORT ?= 8080
 VENV := .venv
 BENCH_VENV := .venv-bench
 .DEFAULT_GOAL := help
-.PHONY: help test test-all zip demo serve bench lint clean
+.PHONY: help test test-all test-integration zip demo serve bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -17,8 +17,11 @@ test: ## run the test suite (first creates .venv with pinned pytest if pytest is
 		$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q -r dev/requirements.txt && $(VENV)/bin/python -m pytest; \
 	fi
 
-test-all: ## run the suite on every Python 3.9-3.13 found here
+test-all: ## run the suite on every Python 3.9-3.14 found here
 	@bash dev/test_all.sh
+
+test-integration: ## examples under gunicorn, uvicorn and nginx (installs them: pip, and apt for nginx)
+	@bash dev/test_integration.sh
 
 zip: ## build lambda.zip (the two source files, byte-identical every time)
 	@$(PYTHON) dev/build_zip.py
@@ -34,8 +37,9 @@ bench: ## speed vs the official SDK and the seed snippet (installs them into .ve
 	@$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r dev/requirements-bench.txt
 	@$(BENCH_VENV)/bin/python dev/bench.py
 
-lint: ## ruff and mypy --strict (needs them installed)
-	ruff check . && ruff format --check . && mypy --strict qstash_verify.py lambda_function.py
+lint: ## ruff and mypy --strict, pinned (installs them into .venv-lint)
+	@test -x $(VENV)-lint/bin/ruff || ($(PYTHON) -m venv $(VENV)-lint && $(VENV)-lint/bin/pip install -q --disable-pip-version-check -r dev/requirements-lint.txt)
+	$(VENV)-lint/bin/ruff check . && $(VENV)-lint/bin/ruff format --check . && $(VENV)-lint/bin/mypy --strict qstash_verify.py lambda_function.py
 
 clean: ## remove what the targets built
 	rm -rf lambda.zip $(VENV) $(VENV)-* .pytest_cache .mypy_cache .ruff_cache build __pycache__ */__pycache__

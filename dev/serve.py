@@ -10,6 +10,7 @@ so `npx @upstash/qstash-cli dev` can publish to it with no configuration.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 import time
@@ -25,6 +26,11 @@ import lambda_function
 DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
 DEFAULT_PORT = 8080
+# A Function URL takes request payloads up to 6 MB.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+MAX_LINE_BYTES = 65536
+SOCKET_TIMEOUT_SECONDS = 30
+LISTEN_BACKLOG = 128
 TEXT_TYPES = (
     "text/",
     "application/json",
@@ -82,41 +88,108 @@ def function_url_event(method: str, target: str, headers: dict[str, str], body: 
     }
 
 
+class HttpError(Exception):
+    """A request the dev server answers itself, as a Function URL would, before any Lambda event."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def content_length(values: list[str]) -> int:
+    """The one Content-Length, a plain decimal count no larger than a Function URL accepts."""
+    if len(values) != 1 or not (values[0].strip().isascii() and values[0].strip().isdigit()):
+        raise HttpError(400, "Content-Length must be one decimal number")
+    length = int(values[0])
+    if length > MAX_BODY_BYTES:
+        raise HttpError(413, f"the body is over {MAX_BODY_BYTES} bytes, the Lambda payload limit")
+    return length
+
+
 class LambdaRequestHandler(BaseHTTPRequestHandler):
     """Turns every request into a Function URL event and the handler's answer into the HTTP response."""
 
     server_version = "qstash-lambda-dev"
+    protocol_version = "HTTP/1.1"  # keep-alive, and `Expect: 100-continue` answered at once
+    timeout = SOCKET_TIMEOUT_SECONDS  # a stalled client cannot hold a thread forever
 
     def handle_any(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length)
+        try:
+            body = self.read_body()
+        except HttpError as err:
+            self.close_connection = True  # the rest of the body was not read
+            self.send_answer(err.status, {"content-type": "application/json"}, json.dumps({"error": str(err)}).encode())
+            return
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
-        headers["x-forwarded-proto"] = "http"  # the real scheme of this plain-HTTP server
+        # A tunnel or proxy in front says how the client called; otherwise this server's plain HTTP.
+        headers.setdefault("x-forwarded-proto", "http")
         event = function_url_event(self.command, self.path, headers, body, self.client_address[0])
         self.respond(lambda_function.lambda_handler(event, None))
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return self.read_chunks()
+        lengths = self.headers.get_all("content-length") or []
+        return self.rfile.read(content_length(lengths)) if lengths else b""
+
+    def read_chunks(self) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(MAX_LINE_BYTES)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise HttpError(400, "a chunk size is not hexadecimal") from None
+            if size < 0 or len(body) + size > MAX_BODY_BYTES:
+                raise HttpError(413, f"the body is over {MAX_BODY_BYTES} bytes, the Lambda payload limit")
+            if size == 0:
+                while self.rfile.readline(MAX_LINE_BYTES) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return bytes(body)
+            body += self.rfile.read(size)
+            self.rfile.readline(MAX_LINE_BYTES)  # the CRLF after the chunk
 
     def respond(self, response: dict[str, Any]) -> None:
         body = response.get("body", "")
         payload = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode("utf-8")
-        self.send_response(response["statusCode"])
-        for name, value in response.get("headers", {}).items():
+        self.send_answer(response["statusCode"], response.get("headers", {}), payload)
+
+    def send_answer(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any  # noqa: N815 -- http.server's names
+    # Every method reaches the handler, as behind a Function URL (QStash may use any of them).
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any  # noqa: N815
 
     def log_message(self, format: str, *args: Any) -> None:
         # The handler already writes one JSON line per request.
         pass
 
+    def log_error(self, format: str, *args: Any) -> None:
+        print(json.dumps({"dev_server": format % args, "client": self.client_address[0]}), file=sys.stderr, flush=True)
+
+
+class DevServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG  # 5, the default, resets connections under 50 concurrent clients
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets or vanishes mid-request is one line, not a traceback.
+        error = sys.exc_info()[1]
+        print(json.dumps({"dev_server": f"client went away: {type(error).__name__}", "client": client_address[0]}),
+              file=sys.stderr, flush=True)  # fmt: skip
+
 
 def make_server(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), LambdaRequestHandler)
+    return DevServer((host, port), LambdaRequestHandler)
 
 
 def main() -> int:

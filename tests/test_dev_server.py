@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import QSTASH_VARIABLES, ROOT
 
 sys.path.insert(0, str(ROOT / "dev"))
 
@@ -24,7 +27,7 @@ from qstash_verify import sign
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name in ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY", "QSTASH_REGION", "QSTASH_URL"):
+    for name in ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY", *QSTASH_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     assert serve.use_dev_keys_if_unconfigured()
     httpd = serve.make_server(0)
@@ -118,3 +121,123 @@ def test_make_demo_shows_a_verified_and_a_rejected_delivery() -> None:
     assert '"outcome": "ok"' in result.stdout
     assert '"reason": "body_mismatch"' in result.stdout
     assert "demo passed" in result.stdout
+
+
+# --- issue #8, 13-17: ordinary HTTP from real clients, over raw sockets ------------------
+
+
+def raw_exchange(server: str, request: bytes, *, timeout: float = 10) -> bytes:
+    """Send ``request`` as is on a fresh connection; return everything the server answers before closing."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def signed_request(server: str, path: str, body: bytes, extra: bytes = b"", *, url: str | None = None) -> bytes:
+    token = sign(serve.DEV_CURRENT_SIGNING_KEY, url=url or f"{server}{path}", body=body)
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {server.removeprefix('http://')}\r\nUpstash-Signature: {token}\r\n"
+        "Connection: close\r\n"
+    ).encode() + extra
+
+
+def test_chunked_bodies_are_read(server: str) -> None:
+    body = b'{"chunked":true,"pad":"' + b"x" * 70000 + b'"}'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:5], body[5:40000], body[40000:]))
+    request = signed_request(server, "/hook", body, b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+    assert status_of(raw_exchange(server, request)) == 200
+
+
+@pytest.mark.parametrize(
+    ("lengths", "status"),
+    [(["abc"], 400), (["8, 8"], 400), (["8", "8"], 400), (["-1"], 400), (["1e3"], 400), (["9" * 30], 413),
+     ([str(serve.MAX_BODY_BYTES + 1)], 413)],
+)  # fmt: skip
+def test_bad_content_lengths_get_an_answer_not_a_traceback(
+    server: str, lengths: list[str], status: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    headers = b"".join(f"Content-Length: {value}\r\n".encode() for value in lengths)
+    answer = raw_exchange(server, signed_request(server, "/hook", b"{}", headers + b"\r\n{}"), timeout=5)
+    assert status_of(answer) == status
+    assert "Traceback" not in capfd.readouterr().err
+    assert status_of(raw_exchange(server, signed_request(server, "/hook", b"", b"\r\n"))) == 200  # still serving
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "GET", "PUT", "DELETE", "PATCH"])
+def test_every_method_reaches_the_handler_as_behind_a_function_url(server: str, method: str) -> None:
+    request = f"{method} /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    answer = raw_exchange(server, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert status_of(answer) == 401
+    assert body == (b"" if method == "HEAD" else b'{"error": "missing_signature"}')
+    assert b"content-length: 30" in head.lower()
+
+
+def test_stalled_clients_are_dropped_after_the_socket_timeout(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serve.LambdaRequestHandler, "timeout", 0.5)
+    host, port = server.removeprefix("http://").split(":")
+    stalled = [socket.create_connection((host, int(port)), timeout=10) for _ in range(20)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")  # and never the rest
+        started = time.monotonic()
+        for sock in stalled:
+            while sock.recv(65536):  # the server closes: recv returns b"" (or an answer, then b"")
+                pass
+        assert time.monotonic() - started < 8
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_fifty_concurrent_clients_are_all_served(server: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert serve.DevServer.request_queue_size >= 128
+    request = signed_request(server, "/hook", b"{}", b"Content-Length: 2\r\n\r\n{}")
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(lambda _: status_of(raw_exchange(server, request)), range(150)))
+    assert answers == [200] * 150
+
+
+def test_a_client_resetting_mid_body_is_one_log_line(server: str, capfd: pytest.CaptureFixture[str]) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    sock.close()
+    time.sleep(0.5)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) <= 1
+
+
+def test_expect_100_continue_is_answered_at_once(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    body = b"x" * 100_000
+    with socket.create_connection((host, int(port)), timeout=0.8) as sock:
+        sock.sendall(signed_request(server, "/hook", body, b"Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n"))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100")  # within 0.8 s, not after curl's 1 s wait
+        sock.sendall(body)
+        assert status_of(sock.recv(65536)) == 200
+
+
+def test_a_proxys_forwarded_proto_is_kept(server: str) -> None:
+    https_url = server.replace("http://", "https://") + "/hook"
+    request = signed_request(server, "/hook", b"", b"X-Forwarded-Proto: https\r\n\r\n", url=https_url)
+    assert status_of(raw_exchange(server, request)) == 200
+
+
+def test_qstash_base_url_is_honoured(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QSTASH_BASE_URL", "https://abc123.ngrok.app")
+    request = signed_request(server, "/hook?a=1", b"", b"\r\n", url="https://abc123.ngrok.app/hook?a=1")
+    assert status_of(raw_exchange(server, request)) == 200

@@ -17,9 +17,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 CI = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
 # Run by CI on every landing rather than here (the suite would run itself, or build venvs).
-RUN_BY_CI = {"test", "test-all", "zip", "demo"}
+RUN_BY_CI = {"test", "test-all", "test-integration", "zip", "demo", "lint"}
 # serve: tests/test_dev_server.py; bench needs PyPI; help/clean/lint are trivial.
-NOT_IN_CI = {"serve", "bench", "help", "clean", "lint"}
+NOT_IN_CI = {"serve", "bench", "help", "clean"}
 
 
 def sh_lines() -> list[str]:
