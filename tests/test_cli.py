@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import CURRENT_KEY, NEXT_KEY, ROOT
+import pytest
+from conftest import CURRENT_KEY, NEXT_KEY, ROOT, body_hash, claims, mint
 
 SCRIPT = str(ROOT / "qstash_verify.py")
 URL = "https://hooks.example.com/api/qstash"
@@ -83,3 +85,66 @@ def test_usage_errors_exit_2() -> None:
     assert run().returncode == 2
     assert run("verify", "--body", "x").returncode == 2
     assert run("sign", "--url", URL, "--key", "k", "--body-file", "/nonexistent/file").returncode == 2
+
+
+# --- issue #8, 9-12 ----------------------------------------------------------------------
+
+
+def keys(*args: str) -> tuple[str, ...]:
+    return ("--current-key", CURRENT_KEY, "--next-key", NEXT_KEY, *args)
+
+
+@pytest.mark.parametrize("depth", [900, 990, 5_000])
+def test_forged_deeply_nested_payload_is_a_rejection_not_a_crash(depth: int) -> None:
+    payload = {"iss": "Upstash", "sub": URL, "deep": json.loads("[" * min(depth, 900) + "]" * min(depth, 900))}
+    raw = json.dumps(payload).encode() if depth <= 900 else b'{"deep":' + b"[" * depth + b"]" * depth + b"}"
+    token = mint(raw, key="forger")
+    result = run("verify", "--signature", token, *keys("--url", URL, "--body", ""))
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"rejected: bad_signature")
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [("verify", "--signature", "a.b.c", *keys()), ("sign", "--url", URL, "--key", "k")])
+def test_closed_stdin_without_a_body_is_a_usage_error(command: tuple[str, ...]) -> None:
+    quoted = " ".join(f"'{part}'" for part in (sys.executable, SCRIPT, *command))
+    result = subprocess.run(["bash", "-c", f"{quoted} <&-"], capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(b"error: no body")
+
+
+def test_next_key_without_current_key_is_refused() -> None:
+    token = mint(key=NEXT_KEY)
+    result = run("verify", "--signature", token, "--next-key", NEXT_KEY, "--body", "")
+    assert result.returncode == 2
+    assert b"--next-key needs --current-key" in result.stderr
+
+
+def test_verify_without_url_says_plainly_that_the_url_was_not_checked() -> None:
+    body = b'{"id":1}'
+    result = run("verify", "--signature", signed(body), *keys("--body", body.decode()))
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["url_checked"] is False
+    assert b"URL was NOT checked" in result.stderr
+    with_url = run("verify", "--signature", signed(body), *keys("--url", URL, "--body", body.decode()))
+    assert json.loads(with_url.stdout)["url_checked"] is True
+
+
+def test_at_issue_checks_a_captured_token_as_of_its_iat() -> None:
+    body, issued = b'{"id":1}', int(time.time()) - 86_400  # captured yesterday
+    token = mint(claims(sub=URL, body=body_hash(body), iat=issued, exp=issued + 300), key=CURRENT_KEY)
+    args = ("--signature", token, *keys("--url", URL, "--body", body.decode()))
+    assert run("verify", *args).stderr.startswith(b"rejected: expired")
+    result = run("verify", *args, "--at-issue")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["as_of"] == "issue"
+    wrong_url = run("verify", "--signature", token, *keys("--url", URL + "/x", "--body", body.decode(), "--at-issue"))
+    assert wrong_url.stderr.startswith(b"rejected: url_mismatch")
+    forged = mint(claims(iat=issued, exp=issued + 300), key="forger")
+    assert run("verify", "--signature", forged, *keys("--url", URL, "--at-issue")).returncode == 1
+
+
+def test_at_issue_needs_an_iat() -> None:
+    token = mint(claims(iat=...), key=CURRENT_KEY)
+    result = run("verify", "--signature", token, *keys("--body", "", "--at-issue"))
+    assert (result.returncode, result.stderr.startswith(b"error: --at-issue")) == (2, True)
