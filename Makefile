@@ -36,6 +36,7 @@ bench: ## speed vs the official SDK and the seed snippet (installs them into .ve
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	@$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r dev/requirements-bench.txt
 	@$(BENCH_VENV)/bin/python dev/bench.py
+	@$(BENCH_VENV)/bin/python dev/bench_lambda.py
 
 lint: ## ruff and mypy --strict, pinned (installs them into .venv-lint)
 	@test -x $(VENV)-lint/bin/ruff || ($(PYTHON) -m venv $(VENV)-lint && $(VENV)-lint/bin/pip install -q --disable-pip-version-check -r dev/requirements-lint.txt)

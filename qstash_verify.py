@@ -293,8 +293,8 @@ def _is_number(value: object) -> bool:
 
 
 def _in_time_range(value: Any) -> bool:
-    # Typed already (int, float or absent); NaN fails both comparisons.
-    return value is _ABSENT or -_MAX_TIME_SECONDS <= value <= _MAX_TIME_SECONDS
+    # Typed already (int, float or None); NaN fails both comparisons.
+    return value is None or -_MAX_TIME_SECONDS <= value <= _MAX_TIME_SECONDS
 
 
 _NUMBER = (int, float)
@@ -309,16 +309,18 @@ _CLAIM_RULES = (
     ("jti", (str,), False),
 )
 _CLAIM_NAMES = tuple(name for name, _, _ in _CLAIM_RULES)
-_NUMBER_CLAIMS = tuple(index for index, (_, kinds, _) in enumerate(_CLAIM_RULES) if kinds is _NUMBER)
-# Every well-typed combination of the rules above, so the fast path is one set lookup.
+_OPTIONAL_CLAIMS = tuple(name for name, _, required in _CLAIM_RULES if not required)
+_TIME_INDICES = tuple(index for index, (_, kinds, _) in enumerate(_CLAIM_RULES) if kinds is _NUMBER)
+# Every well-typed combination (None: an optional claim that is absent), so the fast path is one set lookup.
 _CLAIM_TYPES = frozenset(
-    itertools.product(*(kinds if required else (*kinds, object) for _, kinds, required in _CLAIM_RULES))
+    itertools.product(*(kinds if required else (*kinds, type(None)) for _, kinds, required in _CLAIM_RULES))
 )
 
 
-def _claim_error(values: Sequence[Any]) -> SignatureError:
+def _claim_error(raw: Mapping[str, Any]) -> SignatureError:
     """Name the first claim that breaks _CLAIM_RULES (the slow path of _parse_claims)."""
-    for value, (name, kinds, required) in zip(values, _CLAIM_RULES):
+    for name, kinds, required in _CLAIM_RULES:
+        value = raw.get(name, _ABSENT)
         if value is _ABSENT and not required:
             continue
         if type(value) not in kinds or (kinds is _NUMBER and not _is_number(value)):
@@ -330,11 +332,11 @@ def _claim_error(values: Sequence[Any]) -> SignatureError:
 def _parse_claims(payload: bytes) -> Claims:
     """Build Claims from a verified payload; raise SignatureError on a missing or ill-typed claim."""
     raw = _json_object(payload, "payload")
-    values = [raw.get(name, _ABSENT) for name in _CLAIM_NAMES]
-    times = (values[index] for index in _NUMBER_CLAIMS)
-    if tuple(map(type, values)) not in _CLAIM_TYPES or not all(map(_in_time_range, times)):
-        raise _claim_error(values)
-    claims = Claims._make(None if value is _ABSENT else value for value in values)
+    claims = Claims._make(map(raw.get, _CLAIM_NAMES))
+    well_typed = tuple(map(type, claims)) in _CLAIM_TYPES and all(_in_time_range(claims[i]) for i in _TIME_INDICES)
+    # None stood for an absent claim above; a claim that is present must not be null.
+    if not well_typed or (None in claims and any(raw.get(name, _ABSENT) is None for name in _OPTIONAL_CLAIMS)):
+        raise _claim_error(raw)
     if claims.issuer != _ISSUER:
         raise SignatureError(Reason.WRONG_ISSUER, f"iss must be {_ISSUER!r}, got {claims.issuer!r:.40}")
     return claims
@@ -828,9 +830,14 @@ def _field(mapping: Mapping[str, Any], name: str, kind: type, default: Any = Non
 
 
 def _event_headers(event: Mapping[str, Any]) -> dict[str, str]:
-    """Merge headers or multiValueHeaders into one dict with lower-cased names, in one pass."""
+    """Merge headers or multiValueHeaders into one dict with lower-cased names, in linear time."""
     multi = _field(event, "multiValueHeaders", dict, {})
-    pairs = multi.items() if multi else _field(event, "headers", dict, {}).items()
+    if not multi:  # the usual event: one string per name, and no two names differing in case only
+        single = _field(event, "headers", dict, {})
+        lowered = {name.lower(): value for name, value in single.items() if type(name) is str and type(value) is str}
+        if len(lowered) == len(single):
+            return lowered
+    pairs = multi.items() if multi else single.items()
     merged: dict[str, list[str]] = {}
     for name, value in pairs:
         values = value if isinstance(value, list) else [value]
@@ -843,17 +850,25 @@ def _event_headers(event: Mapping[str, Any]) -> dict[str, str]:
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
+def _base64_decoded(text: str) -> bytes | None:
+    """The bytes of standard base64 ``text``, or None when it is not; binascii reads the str
+    itself, so a body of up to 6 MB is not copied to ASCII bytes first."""
+    try:
+        if sys.version_info >= (3, 11):  # strict_mode validates as it decodes: one pass
+            return binascii.a2b_base64(text, strict_mode=True)
+        return binascii.a2b_base64(text) if _BASE64_TEXT.fullmatch(text) else None
+    except ValueError:  # binascii.Error, or a character beyond ASCII
+        return None
+
+
 def _event_body(event: Mapping[str, Any]) -> bytes:
     body = _field(event, "body", str, "")
     if event.get("isBase64Encoded") is not True:
         return _text_bytes(body, "utf-8", "body")
-    # binascii reads the str itself: no ASCII copy of a body of up to 6 MB.
-    if _BASE64_TEXT.fullmatch(body) is None:
+    decoded = _base64_decoded(body)
+    if decoded is None:
         raise EventError("isBase64Encoded is true but the body is not base64")
-    try:
-        return binascii.a2b_base64(body)
-    except binascii.Error:
-        raise EventError("isBase64Encoded is true but the body is not base64") from None
+    return decoded
 
 
 def _query_parameters(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -990,18 +1005,29 @@ def _build_settings(env: Mapping[str, str]) -> _Settings:
     )
 
 
-# One entry: the settings of the environment last seen, keyed by its values.
-_settings_cache: dict[tuple[str, ...], _Settings] = {}
+class _Cached(NamedTuple):
+    settings: _Settings
+    size: int  # len(env) when built: a variable added since changes it
+    values: tuple[tuple[str, str], ...]  # the variables that were set, and their values
+
+
+# One entry at most: the settings of the environment last seen.
+_settings_cache: list[_Cached] = []
+
+
+def _still_valid(cached: _Cached, env: Mapping[str, str]) -> bool:
+    # Cheap enough for every request: os.environ.get costs ~1 µs for a missing variable, so only
+    # the ones that were set are read again; one added (or removed) since changes len(env) too.
+    return len(env) == cached.size and all(env.get(name) == value for name, value in cached.values)
 
 
 def _settings(env: Mapping[str, str]) -> _Settings:
     """The settings for ``env``, rebuilt only when a variable they come from changed (key rotation)."""
-    snapshot = tuple(_optional(env, variable) for variable in _SETTINGS_VARIABLES)
-    settings = _settings_cache.get(snapshot)
-    if settings is None:
-        settings = _build_settings(env)
-        _settings_cache.clear()
-        _settings_cache[snapshot] = settings
+    if _settings_cache and _still_valid(_settings_cache[0], env):
+        return _settings_cache[0].settings
+    settings = _build_settings(env)
+    values = tuple((name, env[name]) for name in _SETTINGS_VARIABLES if env.get(name) is not None)
+    _settings_cache[:] = [_Cached(settings, len(env), values)]
     return settings
 
 
@@ -1069,7 +1095,7 @@ def _render(reply: Any) -> _Answer:
 
 
 class _Outcome(NamedTuple):
-    """What became of one invocation: the answer, and what its one log line says."""
+    """What verification and the handler decided: the answer, and why."""
 
     answer: _Answer
     outcome: str
@@ -1077,19 +1103,22 @@ class _Outcome(NamedTuple):
     detail: str | None = None
     variable: str | None = None
     traceback: str | None = None
-    message_id: str | None = None
-    retried: int | None = None
-    door: str | None = None
-    request_id: str | None = None
-    duration_ms: float | None = None
 
 
-# The log line's fields, in order: the answer's status, then everything else the outcome holds.
-_LOG_FIELDS = ("status", *_Outcome._fields[1:])
+class _LogRecord(NamedTuple):
+    """The one log line of an invocation: these fields, in this order (README.md lists them)."""
 
-
-def _log_line(outcome: _Outcome) -> str:
-    return json.dumps(dict(zip(_LOG_FIELDS, (outcome.answer.status, *outcome[1:]))))
+    status: int
+    outcome: str
+    reason: str | None
+    detail: str | None
+    variable: str | None
+    traceback: str | None
+    message_id: str | None
+    retried: int | None
+    door: str | None
+    request_id: str | None
+    duration_ms: float
 
 
 def _run(handler: Handler, message: Message) -> _Outcome:
@@ -1120,17 +1149,31 @@ def _verified_run(request: HttpRequest, handler: Handler, env: Mapping[str, str]
 
 def _outcome(
     event: object, door: _Door | None, handler: Handler, env: Mapping[str, str], now: float | None
-) -> _Outcome:
+) -> tuple[_Outcome, HttpRequest | None]:
     try:
         if door is None:
             raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
         request = _parse(event, door)  # type: ignore[arg-type]
     except EventError as err:
         answer = _json_answer(400, {"error": "not_http_event", "message": str(err)})
-        return _Outcome(answer, "bad_request", detail=str(err))
-    message_id = (request.headers.get(_MESSAGE_ID_HEADER) or "")[:_MAX_LOGGED_ID] or None
-    outcome = _verified_run(request, handler, env, now)
-    return outcome._replace(message_id=message_id, retried=_retry_count(request.headers))
+        return _Outcome(answer, "bad_request", detail=str(err)), None
+    return _verified_run(request, handler, env, now), request
+
+
+def _log_record(
+    outcome: _Outcome, request: HttpRequest | None, door: _Door | None, context: object, started: float
+) -> _LogRecord:
+    """The outcome and what the log adds: who sent it (unsigned headers), where, and how long it took."""
+    headers = request.headers if request is not None else {}
+    return _LogRecord(
+        outcome.answer.status,
+        *outcome[1:],
+        message_id=headers.get(_MESSAGE_ID_HEADER, "")[:_MAX_LOGGED_ID] or None,
+        retried=_retry_count(headers) if request is not None else None,
+        door=door and door.name,
+        request_id=_request_id(context),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
 
 
 def _reason_phrase(status: int) -> str:
@@ -1176,13 +1219,8 @@ def serve_lambda(
     """
     started = time.perf_counter()
     door = _door_of(event)
-    outcome = _outcome(event, door, handler, os.environ if environ is None else environ, now)
-    outcome = outcome._replace(
-        door=door and door.name,
-        request_id=_request_id(context),
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
-    print(_log_line(outcome), flush=True)
+    outcome, request = _outcome(event, door, handler, os.environ if environ is None else environ, now)
+    print(json.dumps(_log_record(outcome, request, door, context, started)._asdict()), flush=True)
     return _response(door, outcome.answer)
 
 
