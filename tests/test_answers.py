@@ -244,3 +244,46 @@ def test_an_unknown_region_header_is_verified_with_the_primary_keys_not_a_500(
         response, log = invoke(set_header(event, "upstash-region", region), capsys)
         assert response["statusCode"] == status, (key, log)
         assert log["variable"] is None
+
+
+@pytest.mark.parametrize("name", DOORS)
+def test_retry_later_answers_503_with_retry_after_in_every_doors_shape(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import response_headers
+
+    from qstash_verify import RetryLater
+
+    def later(message: Message) -> None:
+        raise RetryLater(365)
+
+    monkeypatch.setattr(lambda_function, "handle", later)
+    response, log = invoke(signed_event(name), capsys)
+    assert (response["statusCode"], error_of(response)) == (503, "retry_later")
+    assert response_headers(response)["Retry-After"] == "365"
+    assert (log["outcome"], log["status"]) == ("retry_later", 503)
+    assert_answer_shape(name, response)
+
+
+@pytest.mark.parametrize("name", DOORS)
+def test_a_handler_sets_response_headers_in_every_doors_shape(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import response_headers
+
+    monkeypatch.setattr(lambda_function, "handle", lambda message: (202, {"queued": 1}, {"Retry-After": "6m5s"}))
+    response, _ = invoke(signed_event(name), capsys)
+    headers = response_headers(response)
+    assert (response["statusCode"], json.loads(response["body"])) == (202, {"queued": 1})
+    assert (headers["Retry-After"], headers["content-type"]) == ("6m5s", "application/json")
+    assert_answer_shape(name, response)
+
+
+@pytest.mark.parametrize("headers", [{"X-A": "1\r\nSet-Cookie: x"}, {"X-A": 1}, ["X-A", "1"], {b"X-A": "1"}])
+def test_response_headers_that_are_not_str_to_str_are_a_handler_error(
+    headers: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(lambda_function, "handle", lambda message: (200, "ok", headers))
+    response, log = invoke(signed_event("function_url"), capsys)
+    assert (response["statusCode"], log["outcome"]) == (500, "handler_error")
+    assert "Set-Cookie" not in json.dumps(response)

@@ -454,6 +454,7 @@ def test_reason_codes_are_stable_strings() -> None:
         "not_yet_valid",
         "url_mismatch",
         "body_mismatch",
+        "replayed",
     }
     assert str(Reason.EXPIRED) == "expired"
     assert Reason.EXPIRED == "expired"

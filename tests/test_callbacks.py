@@ -1,0 +1,119 @@
+"""Callback and failure-callback envelopes (issue #9), from Upstash's documented examples."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from conftest import NOW, URL, claims, mint
+
+from qstash_verify import Callback, EventError, Message, Receiver
+
+# Upstash's "Callbacks" page, field for field (its examples spell sourceMessasgeId so), but for
+# sourceBody: the page's "YmFzZTY0kZWQgcm9keQ==" is 21 characters, no base64 (see the last test).
+DOCUMENTED_SOURCE_BODY = "YmFzZTY0kZWQgcm9keQ=="
+CALLBACK = {
+    "status": 200,
+    "header": {"key": ["value"]},
+    "body": "YmFzZTY0IGVuY29kZWQgcm9keQ==",
+    "retried": 2,
+    "maxRetries": 3,
+    "sourceMessasgeId": "msg_xxx",
+    "topicName": "myTopic",
+    "endpointName": "myEndpoint",
+    "url": "http://myurl.com",
+    "method": "GET",
+    "sourceHeader": {"key": "value"},
+    "sourceBody": "c291cmNlIGJvZHk=",
+    "notBefore": "1701198458025",
+    "createdAt": "1701198447054",
+    "scheduleId": "scd_xxx",
+    "callerIP": "178.247.74.179",
+}
+FAILURE_CALLBACK = {**CALLBACK, "status": 400, "retried": 3, "dlqId": "1725323658779-0"}
+
+
+def message(envelope: Any) -> Message:
+    body = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+    token = mint(claims(body=base64.urlsafe_b64encode(__import__("hashlib").sha256(body).digest()).decode()))
+    verified = Receiver("sig_test_current_3Fh7Kq9Lm2Np4Rs6").verify(signature=token, body=body, url=URL, now=NOW)
+    return Message(body, {}, URL, verified)
+
+
+def test_a_callback_is_read_as_typed_values() -> None:
+    callback = message(CALLBACK).callback()
+    assert isinstance(callback, Callback)
+    assert callback.status == 200
+    assert callback.body == b"base64 encoded rody"
+    assert callback.header == {"key": ["value"]}
+    assert callback.source_header == {"key": ["value"]}
+    assert callback.source_body == b"source body"
+    assert (callback.retried, callback.max_retries) == (2, 3)
+    assert callback.source_message_id == "msg_xxx"
+    assert (callback.topic_name, callback.endpoint_name, callback.url, callback.method) == (
+        "myTopic", "myEndpoint", "http://myurl.com", "GET"
+    )  # fmt: skip
+    assert (callback.not_before, callback.created_at) == (1701198458.025, 1701198447.054)
+    assert (callback.schedule_id, callback.caller_ip, callback.dlq_id) == ("scd_xxx", "178.247.74.179", None)
+    assert not callback.is_failure
+    assert not callback.retries_exhausted
+
+
+def test_a_failure_callback_says_so() -> None:
+    callback = message(FAILURE_CALLBACK).callback()
+    assert callback.is_failure
+    assert callback.retries_exhausted
+    assert callback.dlq_id == "1725323658779-0"
+
+
+def test_binary_and_utf8_bodies_come_back_as_the_exact_bytes() -> None:
+    binary, text = bytes(range(256)), "Grüße ✓ 東京".encode()
+    envelope = {**CALLBACK, "body": base64.b64encode(binary).decode(), "sourceBody": base64.b64encode(text).decode()}
+    callback = message(envelope).callback()
+    assert (callback.body, callback.source_body) == (binary, text)
+    assert callback.source_body.decode("utf-8") == "Grüße ✓ 東京"  # not garbled, as atob() would
+
+
+def test_times_as_numbers_and_the_documented_spelling_of_the_source_id() -> None:
+    envelope = {**CALLBACK, "notBefore": 1701198458025, "createdAt": 1701198447054.0, "sourceMessageId": "msg_y"}
+    del envelope["sourceMessasgeId"]
+    callback = message(envelope).callback()
+    assert (callback.not_before, callback.created_at, callback.source_message_id) == (
+        1701198458.025, 1701198447.054, "msg_y"
+    )  # fmt: skip
+
+
+def test_optional_fields_may_be_absent() -> None:
+    callback = message({"status": 500, "body": "", "retried": 0, "maxRetries": 3}).callback()
+    assert (callback.body, callback.source_body, callback.header, callback.url) == (b"", b"", {}, None)
+
+
+MALFORMED = [
+    ("not JSON", b"not json"),
+    ("a JSON list", b"[1, 2]"),
+    ("no status", {k: v for k, v in CALLBACK.items() if k != "status"}),
+    ("status as text", {**CALLBACK, "status": "200"}),
+    ("status as bool", {**CALLBACK, "status": True}),
+    ("no retried", {k: v for k, v in CALLBACK.items() if k != "retried"}),
+    ("no maxRetries", {k: v for k, v in CALLBACK.items() if k != "maxRetries"}),
+    ("body not base64", {**CALLBACK, "body": "not base64!"}),
+    ("body not a string", {**CALLBACK, "body": 5}),
+    ("header values not strings", {**CALLBACK, "header": {"k": [1]}}),
+    ("header not an object", {**CALLBACK, "header": ["k"]}),
+    ("createdAt not a time", {**CALLBACK, "createdAt": "yesterday"}),
+    ("url not a string", {**CALLBACK, "url": 7}),
+    ("an ordinary message", {"event": "order.created", "id": 42}),
+]
+
+
+@pytest.mark.parametrize(("name", "envelope"), MALFORMED, ids=[name for name, _ in MALFORMED])
+def test_a_body_that_is_no_envelope_is_a_clear_error(name: str, envelope: Any) -> None:
+    with pytest.raises(EventError, match=r"callback|JSON object"):
+        message(envelope).callback()
+
+
+def test_the_documented_example_verbatim_fails_on_its_sourcebody_only() -> None:
+    with pytest.raises(EventError, match="'sourceBody' is not base64"):
+        message({**CALLBACK, "sourceBody": DOCUMENTED_SOURCE_BODY}).callback()
