@@ -43,4 +43,4 @@ lint: ## ruff and mypy --strict, pinned (installs them into .venv-lint)
 	$(VENV)-lint/bin/ruff check . && $(VENV)-lint/bin/ruff format --check . && $(VENV)-lint/bin/mypy --strict qstash_verify.py lambda_function.py
 
 clean: ## remove what the targets built
-	rm -rf lambda.zip $(VENV) $(VENV)-* .pytest_cache .mypy_cache .ruff_cache build __pycache__ */__pycache__
+	rm -rf lambda.zip $(VENV) $(VENV)-* .dynamodb-local .pytest_cache .mypy_cache .ruff_cache build __pycache__ */__pycache__

@@ -214,6 +214,9 @@ class RetryLater(Exception):  # noqa: N818 -- a request to retry, not an error
         self.seconds = int(-(-seconds // 1))  # whole seconds, rounded up
         super().__init__(f"retry after {self.seconds} s")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.seconds,)
+
 
 def _seconds_until(after: object, now: float | None) -> float:
     if type(after) in (int, float):  # not bool; NaN and infinities fail the range check after
@@ -230,6 +233,9 @@ class DedupUnavailable(RetryLater):
     def __init__(self, message: str) -> None:
         super().__init__(_STORE_RETRY_SECONDS)
         self.args = (message,)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), self.args
 
 
 class Claims(NamedTuple):
@@ -983,7 +989,7 @@ def _wsgi_target(environ: Mapping[str, Any]) -> str:
     if isinstance(raw, str) and raw.startswith("/"):
         return _percent_encode(_text_bytes(raw, "latin-1", "target"), _TARGET_UNSAFE)
     # PEP 3333: PATH_INFO holds the decoded path's bytes as latin-1 characters.
-    path = _text_bytes(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), "latin-1", "path")
+    path = b"".join(_text_bytes(environ.get(name, ""), "latin-1", "path") for name in ("SCRIPT_NAME", "PATH_INFO"))
     query = _text_bytes(environ.get("QUERY_STRING", ""), "latin-1", "query")
     return _percent_encode(path, _PATH_UNSAFE) + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
 

@@ -131,6 +131,11 @@ def rows() -> list[tuple[str, str]]:
 
 
 def main() -> int:
+    try:
+        import awslambdaric  # noqa: F401
+    except ImportError:
+        print(f"Python {sys.version.split()[0]}: no Lambda runtime is this version, so no Lambda path to measure")
+        return 0
     print(f"Python {sys.version.split()[0]}: the Lambda path, after the runtime client, from source, best of {RUNS}")
     for name, value in rows():
         print(f"| {name} | {value} |")

@@ -175,3 +175,14 @@ def test_without_a_table_no_boto3_is_imported() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.endswith("[]")
+
+
+def test_retry_errors_survive_pickling() -> None:
+    import pickle
+
+    from qstash_verify import DedupUnavailable
+
+    later = pickle.loads(pickle.dumps(RetryLater(90.5)))
+    assert (type(later), later.seconds, str(later)) == (RetryLater, 91, "retry after 91 s")
+    down = pickle.loads(pickle.dumps(DedupUnavailable("the table t failed: ConnectTimeoutError")))
+    assert (type(down), str(down), down.seconds) == (DedupUnavailable, "the table t failed: ConnectTimeoutError", 10)

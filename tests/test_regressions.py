@@ -71,3 +71,16 @@ def test_forged_request_gets_a_reason_code_not_the_exception_text(
              "requestContext": {}, "body": json.dumps({"event": "order.created", "id": 42})}  # fmt: skip
     response = lambda_function.lambda_handler(event, None)
     assert (response["statusCode"], json.loads(response["body"])) == (401, {"error": "bad_signature"})
+
+
+def test_unsigned_headers_say_so_wherever_they_are_offered() -> None:
+    # Issue #8, 8: message_id and retried come from headers the signature does not cover.
+    from conftest import ROOT
+
+    from qstash_verify import Message
+
+    for prop in (Message.message_id, Message.retried):
+        assert "not signed" in (prop.__doc__ or "")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`message_id`, `retried` (both from unsigned headers)" in readme
+    assert "`Upstash-Message-Id` (not signed" in readme
