@@ -1413,6 +1413,8 @@ _settings_cache: list[_Cached] = []
 def _still_valid(cached: _Cached, env: Mapping[str, str]) -> bool:
     # Cheap enough for every request: os.environ.get costs ~1 µs for a missing variable, so only
     # the ones that were set are read again; one added (or removed) since changes len(env) too.
+    # Not seen: one of ours added while an unrelated one is removed between two requests, which a
+    # Lambda environment (fixed for a container's life) never does.
     return len(env) == cached.size and all(env.get(name) == value for name, value in cached.values)
 
 
