@@ -246,3 +246,18 @@ def test_environ_with_values_that_are_not_strings_answers_500(capsys: pytest.Cap
     response = serve_lambda(signed_event("function_url"), lambda message: None, environ=environ)
     log = json.loads(capsys.readouterr().out)
     assert (response["statusCode"], log["variable"]) == (500, "QSTASH_NEXT_SIGNING_KEY")
+
+
+@pytest.mark.parametrize(
+    ("body", "decoded"),
+    [("", b""), ("YWI=", b"ab"), ("YWJj", b"abc"), ("YWJjZA==", b"abcd"), ("YWI", None), ("YWI==", None),
+     ("YWJj=", None), ("YWJjZA=", None), ("YWJjZA===", None), ("=YWJj", None), ("YWJjZA==YWJj", None),
+     ("YW Jj", None), ("YWJ\nj", None), ("YWJjé===", None), ("YWJj-_==", None)],
+)  # fmt: skip
+def test_base64_bodies_are_read_alike_on_every_python(body: str, decoded: bytes | None) -> None:
+    event = {**load_event("function_url"), "body": body, "isBase64Encoded": True}
+    if decoded is None:
+        with pytest.raises(EventError, match="not base64"):
+            parse_lambda_event(event)
+    else:
+        assert parse_lambda_event(event).body == decoded
