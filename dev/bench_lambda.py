@@ -43,9 +43,9 @@ event = {{"version": "2.0", "rawPath": "/api/qstash", "rawQueryString": "tenant=
 sys.stdout = open(os.devnull, "w")  # the log line is written, as to CloudWatch, but not shown
 assert lambda_function.lambda_handler(event, None)["statusCode"] == 200
 started = time.perf_counter()
-for _ in range(5000):
+for _ in range({calls}):
     lambda_function.lambda_handler(event, None)
-sys.__stdout__.write(str(5000 / (time.perf_counter() - started)))
+sys.__stdout__.write(str({calls} / (time.perf_counter() - started)))
 """
 BIG_EVENT_SNIPPET = """
 import base64, hashlib, os, sys, time, tracemalloc
@@ -106,8 +106,44 @@ def warm_calls(folders: dict[str, Path]) -> dict[str, float]:
     for _ in range(5):
         for name, so_far in best.items():
             folder = folders[name]
-            best[name] = max(so_far, float(run(WARM_SNIPPET.format(folder=str(folder)), folder)))
+            best[name] = max(so_far, float(run(WARM_SNIPPET.format(folder=str(folder), calls=5000), folder)))
     return best
+
+
+def instructions(snippet: str, folder: Path) -> int:
+    """Instructions executed, counted by valgrind's callgrind: the same on a busy machine as on an idle one."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-I",
+        "-B",
+        "-c",
+        snippet,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=folder)
+    return int(result.stderr.rsplit("Collected : ", 1)[1].split()[0])
+
+
+def cold_instructions(folders: dict[str, Path]) -> dict[str, float]:
+    """Instructions to import each handler from source after the runtime client (the client's own cancel out)."""
+    client_only = instructions(RUNTIME_CLIENT, folders["floor"])
+    snippet = "import sys\nsys.path.insert(0, {folder!r})\n{client}\nimport lambda_function"
+    return {
+        name: instructions(snippet.format(folder=str(folder), client=RUNTIME_CLIENT), folder) - client_only
+        for name, folder in folders.items()
+    }
+
+
+def instructions_per_call(folders: dict[str, Path]) -> dict[str, float]:
+    """Instructions per warm lambda_handler call: 1,000 calls less none, so start-up cancels out."""
+    per_call = {}
+    for name in ("ours", "baseline"):
+        folder = folders[name]
+        counts = [instructions(WARM_SNIPPET.format(folder=str(folder), calls=calls), folder) for calls in (0, 1000)]
+        per_call[name] = (counts[1] - counts[0]) / 1000
+    return per_call
 
 
 def rows() -> list[tuple[str, str]]:
@@ -115,6 +151,8 @@ def rows() -> list[tuple[str, str]]:
         folders = handler_folders(Path(workspace))
         cold = cold_starts(folders)
         warm = warm_calls(folders)
+        counted = instructions_per_call(folders) if shutil.which("valgrind") else None
+        cold_counted = cold_instructions(folders) if shutil.which("valgrind") else None
         time_ratio, memory_ratio = map(float, run(BIG_EVENT_SNIPPET.format(folder=str(folders["ours"])), ROOT).split())
     ours, floor, seed = cold["ours"], cold["floor"], cold["seed"]
     return [
@@ -122,8 +160,21 @@ def rows() -> list[tuple[str, str]]:
         ("cold import: ours / floor handler", f"{ours / floor:.2f}x"),
         ("cold import: seed handler with PyJWT / ours", f"{seed / ours:.2f}x"),
         (
+            "cold import, instructions (callgrind): ours / floor, before #10 / floor, seed+PyJWT / ours",
+            f"{cold_counted['ours'] / cold_counted['floor']:.2f}x, {cold_counted['baseline'] / cold_counted['floor']:.2f}x,"
+            f" {cold_counted['seed'] / cold_counted['ours']:.2f}x"
+            if cold_counted
+            else "n/a (no valgrind)",
+        ),
+        (
             "warm lambda_handler, calls/s: ours / before #10",
             f"{warm['ours']:,.0f} / {warm['baseline']:,.0f} ({warm['ours'] / warm['baseline']:.2f}x)",
+        ),
+        (
+            "warm lambda_handler, instructions per call (callgrind): ours / before #10",
+            f"{counted['ours']:,.0f} / {counted['baseline']:,.0f} ({counted['baseline'] / counted['ours']:.2f}x fewer)"
+            if counted
+            else "n/a (no valgrind)",
         ),
         ("6 MB base64 event: time / (b64decode + sha256)", f"{time_ratio:.2f}x"),
         ("6 MB base64 event: peak extra memory / body", f"{memory_ratio:.2f}x"),
