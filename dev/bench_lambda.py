@@ -136,6 +136,11 @@ def cold_instructions(folders: dict[str, Path]) -> dict[str, float]:
     }
 
 
+def _cold_ratios(counted: dict[str, float]) -> str:
+    ours, floor = counted["ours"], counted["floor"]
+    return f"{ours / floor:.2f}x, {counted['baseline'] / floor:.2f}x, {counted['seed'] / ours:.2f}x"
+
+
 def instructions_per_call(folders: dict[str, Path]) -> dict[str, float]:
     """Instructions per warm lambda_handler call: 1,000 calls less none, so start-up cancels out."""
     per_call = {}
@@ -161,10 +166,7 @@ def rows() -> list[tuple[str, str]]:
         ("cold import: seed handler with PyJWT / ours", f"{seed / ours:.2f}x"),
         (
             "cold import, instructions (callgrind): ours / floor, before #10 / floor, seed+PyJWT / ours",
-            f"{cold_counted['ours'] / cold_counted['floor']:.2f}x, {cold_counted['baseline'] / cold_counted['floor']:.2f}x,"
-            f" {cold_counted['seed'] / cold_counted['ours']:.2f}x"
-            if cold_counted
-            else "n/a (no valgrind)",
+            _cold_ratios(cold_counted) if cold_counted else "n/a (no valgrind)",
         ),
         (
             "warm lambda_handler, calls/s: ours / before #10",
