@@ -57,7 +57,7 @@ import os
 import re
 import sys
 import time
-from types import MappingProxyType
+import types
 
 # typing costs a cold start about 2 ms and verification needs none of it at run time.
 TYPE_CHECKING = False
@@ -1349,9 +1349,9 @@ def _http_method(event: Mapping[str, Any], context: Mapping[str, Any]) -> str:
 def _parse(event: dict[str, Any], door: _Door) -> HttpRequest:
     context = event["requestContext"]
     path, query = door.target(event, context)
-    headers = _event_headers(event)
+    headers = types.MappingProxyType(_event_headers(event))
     url = _event_url(headers, context, path, query)
-    return HttpRequest(_http_method(event, context), url, MappingProxyType(headers), _event_body(event), door.name)
+    return HttpRequest(_http_method(event, context), url, headers, _event_body(event), door.name)
 
 
 def parse_lambda_event(event: object) -> HttpRequest:
@@ -1786,7 +1786,7 @@ def _parser() -> Any:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 verified or signed, 1 rejected, 2 usage)."""
     args = _parser().parse_args(argv)
     try:
@@ -1797,4 +1797,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())
