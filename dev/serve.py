@@ -31,6 +31,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 MAX_LINE_BYTES = 65536
 SOCKET_TIMEOUT_SECONDS = 30
 LISTEN_BACKLOG = 128
+# Shaped like a Function URL's own domain, so the adapter names the door as it would in AWS.
+LOCAL_DOMAIN = "local.lambda-url.localhost"
 TEXT_TYPES = (
     "text/",
     "application/json",
@@ -65,17 +67,16 @@ def function_url_event(method: str, target: str, headers: dict[str, str], body: 
     """A Lambda Function URL event (payload 2.0) for one HTTP request."""
     path, _, query = target.partition("?")
     text = is_text(headers.get("content-type", ""), body)
-    host = headers.get("host", "localhost")
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": query,
-        "headers": headers,
+        "headers": {"host": "localhost", **headers},  # the URL is rebuilt from Host
         "requestContext": {
             "accountId": "anonymous",
             "apiId": "local",
-            "domainName": host.split(":")[0],
+            "domainName": LOCAL_DOMAIN,
             "domainPrefix": "local",
             "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": client, "userAgent": ""},
             "requestId": f"local-{time.time_ns()}",

@@ -241,3 +241,12 @@ def test_qstash_base_url_is_honoured(server: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("QSTASH_BASE_URL", "https://abc123.ngrok.app")
     request = signed_request(server, "/hook?a=1", b"", b"\r\n", url="https://abc123.ngrok.app/hook?a=1")
     assert status_of(raw_exchange(server, request)) == 200
+
+
+def test_its_events_are_function_url_events() -> None:
+    from qstash_verify import parse_lambda_event
+
+    headers = {"host": "127.0.0.1:8080", "x-forwarded-proto": "http"}
+    event = serve.function_url_event("POST", "/hook?a=1", headers, b"{}", "127.0.0.1")
+    request = parse_lambda_event(event)
+    assert (request.door, request.url) == ("function_url", "http://127.0.0.1:8080/hook?a=1")
