@@ -62,7 +62,7 @@ import types
 # typing costs a cold start about 2 ms and verification needs none of it at run time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from datetime import datetime
     from typing import Any, NamedTuple
 
@@ -990,6 +990,22 @@ def _request_url(
     return f"{scheme}://{host}{target}"
 
 
+def _request_headers(pairs: Iterable[tuple[object, object]]) -> dict[str, str]:
+    """Headers with lower-cased names, repeated ones joined by commas; EventError unless all are text."""
+    merged: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise EventError("the request's headers are not text")
+        merged.setdefault(name.lower(), []).append(value)
+    return {name: ",".join(values) for name, values in merged.items()}
+
+
+def _request_scheme(scheme: object) -> str:
+    if not isinstance(scheme, str) or scheme not in _DEFAULT_PORTS:
+        raise EventError("the request's scheme is neither http nor https")
+    return scheme
+
+
 def _wsgi_target(environ: Mapping[str, Any]) -> str:
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if isinstance(raw, str) and raw.startswith("/"):
@@ -1011,9 +1027,11 @@ def url_from_wsgi(environ: Mapping[str, Any], *, base_url: str | None = None, tr
     Forwarded or X-Forwarded-Proto/-Host (0: those headers are ignored).
     Raises EventError for an environ it cannot read, ConfigurationError for a bad ``base_url``.
     """
-    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
+    headers = _request_headers(
+        (key[5:].replace("_", "-"), value) for key, value in environ.items() if key[:5] == "HTTP_"
+    )
     host = headers.get(_HOST_HEADER) or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
-    scheme = environ.get("wsgi.url_scheme", "http")
+    scheme = _request_scheme(environ.get("wsgi.url_scheme", "http"))
     target = _wsgi_target(environ)
     return _request_url(scheme, host, target, headers=headers, base_url=base_url, trusted_proxies=trusted_proxies)
 
@@ -1037,16 +1055,18 @@ def url_from_asgi(scope: Mapping[str, Any], *, base_url: str | None = None, trus
     ``query_string``; ``base_url`` and ``trusted_proxies`` as for ``url_from_wsgi``.
     Raises EventError for a scope it cannot read, ConfigurationError for a bad ``base_url``.
     """
-    pairs = scope.get("headers", ())
-    if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs) or not all(
-        isinstance(part, bytes) for pair in pairs for part in pair
+    pairs = scope.get("headers") or ()
+    if not isinstance(pairs, (list, tuple)) or not all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(part, bytes) for part in pair)
+        for pair in pairs
     ):
         raise EventError("the request's headers are not pairs of bytes")
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in pairs}
-    server = scope.get("server") or ("localhost", 80)
-    host = headers.get(_HOST_HEADER) or f"{server[0]}:{server[1]}"
+    headers = _request_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
+    server = scope.get("server")
+    listening = f"{server[0]}:{server[1]}" if isinstance(server, (list, tuple)) and len(server) == 2 else "localhost"
+    host = headers.get(_HOST_HEADER) or listening
     target = _asgi_target(scope)
-    scheme = scope.get("scheme", "http")
+    scheme = _request_scheme(scope.get("scheme", "http"))
     return _request_url(scheme, host, target, headers=headers, base_url=base_url, trusted_proxies=trusted_proxies)
 
 
@@ -1232,13 +1252,9 @@ def _event_headers(event: Mapping[str, Any]) -> dict[str, str]:
         if len(lowered) == len(single):
             return lowered
     pairs = multi.items() if multi else single.items()
-    merged: dict[str, list[str]] = {}
-    for name, value in pairs:
-        values = value if isinstance(value, list) else [value]
-        if not isinstance(name, str) or not all(isinstance(item, str) for item in values):
-            raise EventError("event headers must map strings to strings")
-        merged.setdefault(name.lower(), []).extend(values)
-    return {name: ",".join(values) for name, values in merged.items()}
+    return _request_headers(
+        (name, item) for name, value in pairs for item in (value if isinstance(value, list) else [value])
+    )
 
 
 # With a length divisible by 4, exactly padded standard base64: what strict_mode accepts.

@@ -226,3 +226,34 @@ def test_mutated_events_always_get_a_proper_answer(capsys: pytest.CaptureFixture
         assert len(lines) == 1
         json.loads(lines[0])
     assert statuses == {200, 400, 401}
+
+
+URL_JUNK: list[Any] = [
+    None, 0, 1.5, "", "/", "/a%2", "%", "/\ud800", "é", "\u20ac", b"/x", b"\xff", [], ["a"], ("h", 1), ("h",), "a, b",
+    "for=x;proto=https;host=h", 'proto="https', "proto=https;;host", "[::1]:80", "http", "https",
+]  # fmt: skip
+WSGI_KEYS = [
+    "RAW_URI", "REQUEST_URI", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT",
+    "wsgi.url_scheme", "HTTP_FORWARDED", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+]  # fmt: skip
+ASGI_KEYS = ["path", "raw_path", "query_string", "scheme", "server", "headers"]
+
+
+def test_url_helpers_on_random_requests_return_a_url_or_raise_event_error() -> None:
+    from qstash_verify import EventError, url_from_asgi, url_from_wsgi
+
+    rng = random.Random(SEED)
+    for _ in range(3000):
+        environ = {key: rng.choice(URL_JUNK) for key in rng.sample(WSGI_KEYS, rng.randint(0, len(WSGI_KEYS)))}
+        scope = {key: rng.choice(URL_JUNK) for key in rng.sample(ASGI_KEYS, rng.randint(0, len(ASGI_KEYS)))}
+        if rng.random() < 0.5:
+            scope["headers"] = [
+                (rng.choice([b"host", b"forwarded", b"x-forwarded-host"]), rng.choice([b"h", b"\xff", b""]))
+            ]
+        hops = rng.choice([0, 1, 2])
+        for helper, request in ((url_from_wsgi, environ), (url_from_asgi, scope)):
+            try:
+                url = helper(request, trusted_proxies=hops)
+            except EventError:
+                continue
+            assert url.startswith(("http://", "https://")), url
