@@ -126,7 +126,7 @@ _MAX_LOGGED_ID = 128
 _MAX_RETRY_DIGITS = 9
 
 # The header every QStash token carries; recognising its exact bytes skips a JSON parse.
-_QSTASH_HEADER_SEGMENT = b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"HS256","typ":"JWT"}
+_QSTASH_HEADER = b'{"alg":"HS256","typ":"JWT"}'
 _BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # Unpadded segments of length 4n+2 and 4n+3 end in a character whose 4 or 2 low bits are unused.
 _CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
@@ -277,6 +277,9 @@ def _b64url_decode(segment: bytes) -> bytes:
 
 def _b64url_encode(raw: bytes) -> bytes:
     return binascii.b2a_base64(raw, newline=False).translate(_STANDARD_TO_URLSAFE).rstrip(b"=")
+
+
+_QSTASH_HEADER_SEGMENT = _b64url_encode(_QSTASH_HEADER)
 
 
 def _check_segment(segment: bytes) -> None:
@@ -1122,14 +1125,10 @@ class Message(NamedTuple):
 
     def callback(self) -> Callback:
         """The body read as a callback or failure-callback envelope; raises EventError when it is not one."""
-        return _callback(self.json_object())
-
-    def json_object(self) -> dict[str, Any]:
-        """The body parsed as a JSON object; raises EventError when it is not one."""
-        value = _json_value(self.body)
-        if not isinstance(value, dict):
-            raise EventError("the body is not a JSON object")
-        return value
+        envelope = _json_value(self.body)
+        if not isinstance(envelope, dict):
+            raise EventError("not a QStash callback: the body is not a JSON object")
+        return _callback(envelope)
 
 
 class Callback(NamedTuple):
