@@ -85,3 +85,21 @@ def test_every_environment_variable_is_documented() -> None:
 def test_public_api_is_documented() -> None:
     for name in qstash_verify.__all__:
         assert f"`{name}" in README, name
+
+
+def test_the_framework_section_is_what_the_integration_tests_run() -> None:
+    import test_integration
+
+    nginx = [code for lang, code in BLOCKS if lang == "text" and "proxy_pass" in code]
+    assert len(nginx) == 1
+    for directive in ("client_max_body_size 11m;", "proxy_set_header Host $host;",
+                      "proxy_set_header X-Forwarded-Proto $scheme;", "location /qstash {"):  # fmt: skip
+        assert directive in nginx[0]
+        assert directive in test_integration.NGINX_SITE
+    assert "proxy_pass http://127.0.0.1:8000;" in nginx[0]  # no URI part, as the test's proxy_pass
+    for name, command in test_integration.SERVERS.items():
+        module = re.search(r"examples\.\w+", " ".join(command))[0]  # type: ignore[index]
+        assert module in README, name  # each example is shown with the command that runs it
+        source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+        for essential in ("receiver.verify(", "url_from_", "base_url=BASE_URL", "err.reason.value"):
+            assert essential in source, (module, essential)
