@@ -364,8 +364,7 @@ def _is_number(value: object) -> bool:
 
 
 def _in_time_range(value: Any) -> bool:
-    # Typed already (int, float or None); NaN fails both comparisons.
-    return value is None or -_MAX_TIME_SECONDS <= value <= _MAX_TIME_SECONDS
+    return value is None or _is_number(value)  # None: an optional time that is absent
 
 
 _NUMBER = (int, float)
@@ -786,7 +785,7 @@ class DynamoDBStore:
         except Exception as err:  # noqa: BLE001 -- botocore's errors are not importable here
             response = getattr(err, "response", None) or {}
             if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise DedupUnavailable(f"the table {self._table} failed: {type(err).__name__}") from None
+                raise self._unavailable(err) from None
             return _record_of(response.get("Item") or {})
         return None
 
@@ -800,7 +799,10 @@ class DynamoDBStore:
         try:
             getattr(self._client, operation)(**arguments)
         except Exception as err:  # noqa: BLE001 -- any failure of the table is the same to us
-            raise DedupUnavailable(f"the table {self._table} failed: {type(err).__name__}") from None
+            raise self._unavailable(err) from None
+
+    def _unavailable(self, error: Exception) -> DedupUnavailable:
+        return DedupUnavailable(f"the table {self._table} failed: {type(error).__name__}")
 
 
 def _dynamodb_client() -> Any:
@@ -903,7 +905,7 @@ class _Once:
         if not self._claimed:
             return
         if kind is None:
-            self._guard.succeeded(self._message_id)
+            self._guard.succeeded(self._message_id, now=self._options.get("now"))
         else:
             self._guard.failed(self._message_id)
 
@@ -982,10 +984,10 @@ def _forwarded(headers: Mapping[str, str], hops: int) -> tuple[str, str]:
 def _request_url(
     scheme: str, host: str, target: str, *, headers: Mapping[str, str], base_url: str | None, trusted_proxies: int
 ) -> str:
-    if base_url is not None:
-        return _base_url(base_url) + target
     if type(trusted_proxies) is not int or trusted_proxies < 0:
         raise ValueError("trusted_proxies must be a whole number >= 0")
+    if base_url is not None:
+        return _base_url(base_url) + target
     if trusted_proxies:
         proto, forwarded_host = _forwarded(headers, trusted_proxies)
         scheme = proto.lower() if proto.lower() in _DEFAULT_PORTS else scheme
@@ -1201,30 +1203,43 @@ def _envelope_time(envelope: Mapping[str, Any], name: str) -> float | None:
     return milliseconds / 1000
 
 
-def _callback(envelope: Mapping[str, Any]) -> Callback:
-    text = {name: _envelope_field(envelope, name, str) for name in ("dlqId", "topicName", "endpointName", "url",
-            "method", "scheduleId", "callerIP")}  # fmt: skip
+def _text(envelope: Mapping[str, Any], name: str) -> str | None:
+    return _envelope_field(envelope, name, str)  # type: ignore[no-any-return]
+
+
+def _count(envelope: Mapping[str, Any], name: str) -> int:
+    return _envelope_field(envelope, name, int, required=True)  # type: ignore[no-any-return]
+
+
+def _source_id(envelope: Mapping[str, Any], name: str) -> str | None:
     # Upstash's examples spell it sourceMessasgeId; both spellings are read.
-    source_id = _envelope_field(envelope, "sourceMessageId", str) or _envelope_field(envelope, "sourceMessasgeId", str)
-    return Callback(
-        status=_envelope_field(envelope, "status", int, required=True),
-        header=_envelope_header(envelope, "header"),
-        body=_envelope_bytes(envelope, "body"),
-        retried=_envelope_field(envelope, "retried", int, required=True),
-        max_retries=_envelope_field(envelope, "maxRetries", int, required=True),
-        dlq_id=text["dlqId"],
-        source_message_id=source_id,
-        topic_name=text["topicName"],
-        endpoint_name=text["endpointName"],
-        url=text["url"],
-        method=text["method"],
-        source_header=_envelope_header(envelope, "sourceHeader"),
-        source_body=_envelope_bytes(envelope, "sourceBody"),
-        not_before=_envelope_time(envelope, "notBefore"),
-        created_at=_envelope_time(envelope, "createdAt"),
-        schedule_id=text["scheduleId"],
-        caller_ip=text["callerIP"],
-    )
+    return _text(envelope, name) or _text(envelope, "sourceMessasgeId")
+
+
+# The envelope's name for each of Callback's fields, in their order, and how it is read.
+_CALLBACK_FIELDS: tuple[tuple[str, Callable[[Mapping[str, Any], str], Any]], ...] = (
+    ("status", _count),
+    ("header", _envelope_header),
+    ("body", _envelope_bytes),
+    ("retried", _count),
+    ("maxRetries", _count),
+    ("dlqId", _text),
+    ("sourceMessageId", _source_id),
+    ("topicName", _text),
+    ("endpointName", _text),
+    ("url", _text),
+    ("method", _text),
+    ("sourceHeader", _envelope_header),
+    ("sourceBody", _envelope_bytes),
+    ("notBefore", _envelope_time),
+    ("createdAt", _envelope_time),
+    ("scheduleId", _text),
+    ("callerIP", _text),
+)
+
+
+def _callback(envelope: Mapping[str, Any]) -> Callback:
+    return Callback._make(read(envelope, name) for name, read in _CALLBACK_FIELDS)
 
 
 def _retry_count(headers: Mapping[str, str]) -> int:
@@ -1604,12 +1619,9 @@ def _verified_run(
         return _Outcome(answer, "misconfigured", detail=str(err), variable=err.variable)
     except SignatureError as err:
         return _Outcome(_json_answer(401, {"error": err.reason.value}), "rejected", err.reason.value, str(err))
-    except DedupUnavailable as err:
-        return _Outcome(
-            _json_answer(_RETRY_STATUS, {"error": "dedup_unavailable"}), "dedup_unavailable", detail=str(err)
-        )
-    except RetryLater as err:  # another container is handling this message
-        return _Outcome(_retry_answer(err.seconds, "in_progress"), "in_progress", detail=str(err))
+    except RetryLater as err:  # the store failed, or another container is handling this message
+        error = "dedup_unavailable" if isinstance(err, DedupUnavailable) else "in_progress"
+        return _Outcome(_retry_answer(err.seconds, error), error, detail=str(err))
     return _run(handler, message)
 
 
@@ -1763,12 +1775,13 @@ def _issue_time(signature: str) -> float:
 
 def _print_rejection(err: SignatureError, signature: str) -> None:
     print(f"rejected: {err}", file=sys.stderr)
+    unverified = _unverified_claims(signature)
     try:
-        unverified = json.dumps(_unverified_claims(signature))
+        text = json.dumps(unverified)
     except (ValueError, RecursionError):  # a forged payload nested too deep to print
         return
-    if unverified != "null":
-        print(f"unverified claims, for diagnosis only: {unverified}", file=sys.stderr)
+    if unverified is not None:
+        print(f"unverified claims, for diagnosis only: {text}", file=sys.stderr)
 
 
 def _cli_verify(args: Any) -> int:

@@ -117,3 +117,9 @@ def test_a_body_that_is_no_envelope_is_a_clear_error(name: str, envelope: Any) -
 def test_the_documented_example_verbatim_fails_on_its_sourcebody_only() -> None:
     with pytest.raises(EventError, match="'sourceBody' is not base64"):
         message({**CALLBACK, "sourceBody": DOCUMENTED_SOURCE_BODY}).callback()
+
+
+def test_every_callback_field_is_read_from_the_envelope() -> None:
+    from qstash_verify import _CALLBACK_FIELDS
+
+    assert len(_CALLBACK_FIELDS) == len(Callback._fields)

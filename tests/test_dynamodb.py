@@ -289,6 +289,7 @@ def test_an_unreachable_table_fails_closed(monkeypatch: pytest.MonkeyPatch, hand
         "dedup_unavailable",
     )
     assert "failed" in log["detail"]
+    assert response_headers(response)["Retry-After"] == "10"
     assert handled == []
 
 
