@@ -124,6 +124,8 @@ _MAX_KEYED_ID = 256
 # Upstash-Message-Id and Upstash-Retried are not signed: bounded before they are logged or counted.
 _MAX_LOGGED_ID = 128
 _MAX_RETRY_DIGITS = 9
+# Milliseconds since the epoch in a callback envelope: 2**53 has 16 digits.
+_MAX_TIME_DIGITS = 16
 
 # The header every QStash token carries; recognising its exact bytes skips a JSON parse.
 _QSTASH_HEADER = b'{"alg":"HS256","typ":"JWT"}'
@@ -424,14 +426,23 @@ def _check_time(claims: Claims, now: float, tolerance: float) -> None:
 
 # scheme, authority (None without "//"), and the rest: path, query, fragment.
 _URL_PARTS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?://([^/?#]*))?(.*)", re.S)
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# A triplet, or a "%" that starts none: matched in one pass over the original text.
+_ESCAPE_OR_STRAY = re.compile(r"%(?:[0-9A-Fa-f]{2})?")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 def _normal_escape(match: re.Match[str]) -> str:
+    if len(match[0]) == 1:
+        # A stray "%" is marked "%%", so no character decoded after it can complete a new triplet
+        # (``%2%46`` is not ``%2F``); a normal form holds no other "%%".
+        return "%%"
     char = chr(int(match[0][1:], 16))
     return char if char in _UNRESERVED else match[0].upper()
+
+
+def _normal_text(text: str) -> str:
+    return _ESCAPE_OR_STRAY.sub(_normal_escape, text)
 
 
 def _normal_authority(scheme: str, authority: str) -> str:
@@ -444,17 +455,17 @@ def _normal_authority(scheme: str, authority: str) -> str:
 
 
 def _normal_url(url: str) -> str:
-    """RFC 3986 section 6.2.2 normal form: case of scheme, host and escapes; unreserved escapes
-    decoded; a default port and an empty path are the same as none and ``/``.  Nothing else."""
+    """RFC 3986 section 6.2.2 normal form: case of scheme, host and escapes; well-formed triplets of
+    unreserved characters decoded; a default port and an empty path are the same as none and ``/``."""
     parts = _URL_PARTS.fullmatch(url)
     if parts is None:
-        return _PERCENT_ESCAPE.sub(_normal_escape, url)
+        return _normal_text(url)
     scheme, authority, rest = parts[1].lower(), parts[2], parts[3]
     if authority is None:
-        return f"{scheme}:{_PERCENT_ESCAPE.sub(_normal_escape, rest)}"
+        return f"{scheme}:{_normal_text(rest)}"
     if not rest.startswith("/"):
         rest = "/" + rest
-    return f"{scheme}://{_normal_authority(scheme, authority)}{_PERCENT_ESCAPE.sub(_normal_escape, rest)}"
+    return f"{scheme}://{_normal_authority(scheme, authority)}{_normal_text(rest)}"
 
 
 def _check_url(subject: str, url: str) -> None:
@@ -928,14 +939,15 @@ def _keyed(value: str) -> str:
 
 # --- the URL QStash called, rebuilt from a request -----------------------------------
 
-# Bytes that never stand literally in an encoded path (and a "%" that starts no escape):
-# escaping only these leaves an encoded path as it is and encodes a decoded one again.
-_PATH_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
-# A decoded query key or value: also "&", "=", "+", "?" and "%" are data there.
+# Bytes that never stand literally in a path: a decoded path is data, so its "%" is escaped too.
+_PATH_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$&'()*+,;=]")
+# A decoded query key or value: also "&", "=", "+" and "?" are data there.
 _QUERY_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$'()*,;]")
 # A raw request target is kept as sent; only what cannot stand in a request line is escaped.
 _TARGET_UNSAFE = re.compile(rb"[^!-~]")
-_HOST_NAME = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9._~\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# The headers a deployment may say its proxies write (as Werkzeug's ProxyFix counts each one).
+_PROXY_HEADERS = frozenset((_FORWARDED_HEADER, _FORWARDED_PROTO_HEADER, _FORWARDED_HOST_HEADER))
 
 
 def _escape_byte(match: re.Match[bytes]) -> bytes:
@@ -956,43 +968,79 @@ def _text_bytes(text: object, encoding: str, what: str) -> bytes:
     return encoded
 
 
-def _base_url(value: str, variable: str | None = None) -> str:
+def _target(path: bytes, query: bytes, *, raw: bool) -> str:
+    """The request target: a raw path kept as sent, a decoded one encoded again (its "%" too),
+    and the query as sent.  The one place every door turns its path into a URL's."""
+    encoded = _percent_encode(path, _TARGET_UNSAFE if raw else _PATH_UNSAFE)
+    slash = "" if encoded.startswith("/") else "/"
+    return slash + encoded + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
+
+
+class _Incoming(NamedTuple):
+    """A request as a door read it: the URL not yet chosen (that takes the settings)."""
+
+    method: str
+    scheme: str
+    host: str
+    target: str
+    headers: Mapping[str, str]
+    body: bytes
+    door: str
+
+
+def _base_url(value: object, variable: str | None = None) -> str:
     """Check a public base URL (scheme, host, optional path prefix); return it without a trailing ``/``."""
     parts = _URL_PARTS.fullmatch(value) if isinstance(value, str) else None
-    if parts is None or parts[1].lower() not in _DEFAULT_PORTS or not parts[2] or not set("?#").isdisjoint(parts[3]):
+    if (
+        parts is None
+        or parts[1].lower() not in _DEFAULT_PORTS
+        or not _HOST_NAME.fullmatch(parts[2] or "")
+        or not set("?#").isdisjoint(parts[3])
+    ):
         name = variable or "base_url"
         raise ConfigurationError(f"{name} must be a URL like https://hooks.example.com[/prefix]", variable=variable)
-    return value.rstrip("/")
+    return parts[0].rstrip("/")
 
 
-def _hop(value: str, hops: int) -> str:
-    """The entry that the ``hops``-th proxy before this server wrote in a comma-separated header."""
-    entries = value.split(",")
-    return entries[-hops].strip() if value and len(entries) >= hops else ""
+def _proxies(trusted: object) -> Mapping[str, int]:
+    """Check ``trusted_proxies``: which forwarding headers the proxies write, and how many proxies write each."""
+    if trusted is None:
+        return {}
+    if not isinstance(trusted, dict) or not all(
+        isinstance(k, str) and k.lower() in _PROXY_HEADERS and type(n) is int and n > 0 for k, n in trusted.items()
+    ):
+        raise ValueError(
+            "trusted_proxies maps the headers your proxies write to how many of them write each, "
+            "e.g. {'x-forwarded-proto': 1}; names: forwarded, x-forwarded-proto, x-forwarded-host"
+        )
+    return {name.lower(): hops for name, hops in trusted.items()}
 
 
-def _forwarded(headers: Mapping[str, str], hops: int) -> tuple[str, str]:
-    """(proto, host) from Forwarded (RFC 7239), else from X-Forwarded-Proto and X-Forwarded-Host."""
-    element = _hop(headers.get(_FORWARDED_HEADER, ""), hops)
-    if not element:
-        return _hop(headers.get(_FORWARDED_PROTO_HEADER, ""), hops), _hop(headers.get(_FORWARDED_HOST_HEADER, ""), hops)
-    pairs = (pair.strip().partition("=") for pair in element.split(";"))
+def _hop(headers: Mapping[str, str], name: str, proxies: Mapping[str, int]) -> str:
+    """The entry that the first of the trusted proxies wrote in a header; '' for a header no proxy
+    writes, or with fewer entries than proxies (a client's own value is never read)."""
+    hops = proxies.get(name, 0)
+    entries = headers.get(name, "").split(",") if hops else []
+    return entries[-hops].strip() if hops and len(entries) >= hops else ""
+
+
+def _forwarded(headers: Mapping[str, str], proxies: Mapping[str, int]) -> tuple[str, str]:
+    """(proto, host) that the trusted proxies wrote: Forwarded (RFC 7239) first, then X-Forwarded-*."""
+    element = _hop(headers, _FORWARDED_HEADER, proxies)
+    pairs = (pair.strip().partition("=") for pair in element.split(";") if element)
     params = {name.lower(): value.strip('"') for name, _, value in pairs}
-    return params.get("proto", ""), params.get("host", "")
+    proto = params.get("proto") or _hop(headers, _FORWARDED_PROTO_HEADER, proxies)
+    return proto.lower(), params.get("host") or _hop(headers, _FORWARDED_HOST_HEADER, proxies)
 
 
-def _request_url(
-    scheme: str, host: str, target: str, *, headers: Mapping[str, str], base_url: str | None, trusted_proxies: int
-) -> str:
-    if type(trusted_proxies) is not int or trusted_proxies < 0:
-        raise ValueError("trusted_proxies must be a whole number >= 0")
-    if base_url is not None:
-        return _base_url(base_url) + target
-    if trusted_proxies:
-        proto, forwarded_host = _forwarded(headers, trusted_proxies)
-        scheme = proto.lower() if proto.lower() in _DEFAULT_PORTS else scheme
-        host = forwarded_host if _HOST_NAME.fullmatch(forwarded_host) else host
-    return f"{scheme}://{host}{target}"
+def _origin(request: _Incoming, proxies: Mapping[str, int]) -> str:
+    """``scheme://host`` of a request, from what its trusted proxies wrote; EventError for a bad host."""
+    proto, host = _forwarded(request.headers, proxies) if proxies else ("", "")
+    scheme = proto if proto in _DEFAULT_PORTS else request.scheme
+    host = host or request.host
+    if not _HOST_NAME.fullmatch(host):
+        raise EventError(f"the request's host {host[:64]!r} is not a valid host[:port]")
+    return f"{scheme}://{host}"
 
 
 def _request_headers(pairs: Iterable[tuple[object, object]]) -> dict[str, str]:
@@ -1014,52 +1062,61 @@ def _request_scheme(scheme: object) -> str:
 def _wsgi_target(environ: Mapping[str, Any]) -> str:
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if isinstance(raw, str) and raw.startswith("/"):
-        return _percent_encode(_text_bytes(raw, "latin-1", "target"), _TARGET_UNSAFE)
+        return _target(_text_bytes(raw, "latin-1", "target"), b"", raw=True)
     # PEP 3333: PATH_INFO holds the decoded path's bytes as latin-1 characters.
     path = b"".join(_text_bytes(environ.get(name, ""), "latin-1", "path") for name in ("SCRIPT_NAME", "PATH_INFO"))
-    query = _text_bytes(environ.get("QUERY_STRING", ""), "latin-1", "query")
-    return _percent_encode(path, _PATH_UNSAFE) + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
+    return _target(path, _text_bytes(environ.get("QUERY_STRING", ""), "latin-1", "query"), raw=False)
 
 
-def url_from_wsgi(environ: Mapping[str, Any], *, base_url: str | None = None, trusted_proxies: int = 0) -> str:
-    """Return the URL QStash called, from a WSGI environ (Flask's ``request.environ``, Django's ``request.META``).
-
-    The path and query are the raw request target where the server keeps it
-    (gunicorn's ``RAW_URI``, ``REQUEST_URI``), else SCRIPT_NAME and PATH_INFO
-    encoded again.  ``base_url`` (e.g. QSTASH_BASE_URL: public scheme, host and
-    an optional path prefix) replaces the scheme and host the server saw;
-    ``trusted_proxies`` is how many proxies in front of the server set
-    Forwarded or X-Forwarded-Proto/-Host (0: those headers are ignored).
-    Raises EventError for an environ it cannot read, ConfigurationError for a bad ``base_url``.
-    """
+def _wsgi_request(environ: Mapping[str, Any], body: bytes = b"") -> _Incoming:
+    """Read a WSGI environ; EventError for one that cannot be read."""
     headers = _request_headers(
         (key[5:].replace("_", "-"), value) for key, value in environ.items() if key[:5] == "HTTP_"
     )
     host = headers.get(_HOST_HEADER) or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
     scheme = _request_scheme(environ.get("wsgi.url_scheme", "http"))
-    target = _wsgi_target(environ)
-    return _request_url(scheme, host, target, headers=headers, base_url=base_url, trusted_proxies=trusted_proxies)
+    method = environ.get("REQUEST_METHOD", "GET")
+    method = method.upper() if isinstance(method, str) else "GET"
+    return _Incoming(method, scheme, host, _wsgi_target(environ), headers, body, "wsgi")
+
+
+def _public_url(request: _Incoming, base_url: str | None, proxies: Mapping[str, int]) -> str:
+    # With a base URL (checked by _base_url) nothing from Host or a forwarding header reaches the URL.
+    return (base_url or _origin(request, proxies)) + request.target
+
+
+def url_from_wsgi(
+    environ: Mapping[str, Any], *, base_url: str | None = None, trusted_proxies: Mapping[str, int] | None = None
+) -> str:
+    """Return the URL QStash called, from a WSGI environ (Flask's ``request.environ``).
+
+    The path and query are the raw request target where the server keeps it
+    (gunicorn's ``RAW_URI``, ``REQUEST_URI``), else SCRIPT_NAME and PATH_INFO
+    encoded again.  ``base_url`` (e.g. QSTASH_BASE_URL: public scheme, host and
+    an optional path prefix) replaces the scheme and host the server saw.
+    ``trusted_proxies`` names the forwarding headers your proxies write and how
+    many proxies write each, e.g. ``{"x-forwarded-proto": 1}``; no other is read.
+    Raises EventError for an environ it cannot read (a Host that is no host[:port]
+    included), ConfigurationError for a bad ``base_url``, ValueError for bad ``trusted_proxies``.
+    """
+    return _public_url(_wsgi_request(environ), base_url and _base_url(base_url), _proxies(trusted_proxies))
 
 
 def _asgi_target(scope: Mapping[str, Any]) -> str:
-    raw_path = scope.get("raw_path")
-    if isinstance(raw_path, bytes) and raw_path.startswith(b"/"):
-        path = _percent_encode(raw_path, _TARGET_UNSAFE)
-    else:  # the decoded path, which includes root_path
-        path = _percent_encode(_text_bytes(scope.get("path", "/"), "utf-8", "path"), _PATH_UNSAFE)
     query = scope.get("query_string") or b""
     if not isinstance(query, bytes):
         raise EventError("the request's query_string is not bytes")
-    return path + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
+    raw_path = scope.get("raw_path")
+    if isinstance(raw_path, bytes) and raw_path.startswith(b"/"):
+        return _target(raw_path, query, raw=True)
+    path, root = scope.get("path", "/"), scope.get("root_path", "")
+    if isinstance(path, str) and isinstance(root, str) and not path.startswith(root):
+        path = root + path  # a server of the older ASGI versions: path excludes the mount point
+    return _target(_text_bytes(path, "utf-8", "path"), query, raw=False)
 
 
-def url_from_asgi(scope: Mapping[str, Any], *, base_url: str | None = None, trusted_proxies: int = 0) -> str:
-    """Return the URL QStash called, from an ASGI HTTP scope (Starlette's and FastAPI's ``request.scope``).
-
-    The path is the scope's ``raw_path`` (else ``path`` encoded again), then
-    ``query_string``; ``base_url`` and ``trusted_proxies`` as for ``url_from_wsgi``.
-    Raises EventError for a scope it cannot read, ConfigurationError for a bad ``base_url``.
-    """
+def _asgi_request(scope: Mapping[str, Any], body: bytes = b"") -> _Incoming:
+    """Read an ASGI HTTP scope; EventError for one that cannot be read."""
     pairs = scope.get("headers") or ()
     if not isinstance(pairs, (list, tuple)) or not all(
         isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(part, bytes) for part in pair)
@@ -1069,10 +1126,22 @@ def url_from_asgi(scope: Mapping[str, Any], *, base_url: str | None = None, trus
     headers = _request_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
     server = scope.get("server")
     listening = f"{server[0]}:{server[1]}" if isinstance(server, (list, tuple)) and len(server) == 2 else "localhost"
-    host = headers.get(_HOST_HEADER) or listening
-    target = _asgi_target(scope)
+    method = scope.get("method")
+    method = method.upper() if isinstance(method, str) else "GET"
     scheme = _request_scheme(scope.get("scheme", "http"))
-    return _request_url(scheme, host, target, headers=headers, base_url=base_url, trusted_proxies=trusted_proxies)
+    return _Incoming(method, scheme, headers.get(_HOST_HEADER) or listening, _asgi_target(scope), headers, body, "asgi")
+
+
+def url_from_asgi(
+    scope: Mapping[str, Any], *, base_url: str | None = None, trusted_proxies: Mapping[str, int] | None = None
+) -> str:
+    """Return the URL QStash called, from an ASGI HTTP scope (Starlette's and FastAPI's ``request.scope``).
+
+    The path is the scope's ``raw_path`` (else ``path`` encoded again), then
+    ``query_string``; ``base_url`` and ``trusted_proxies`` as for ``url_from_wsgi``.
+    Raises EventError for a scope it cannot read, ConfigurationError for a bad ``base_url``.
+    """
+    return _public_url(_asgi_request(scope), base_url and _base_url(base_url), _proxies(trusted_proxies))
 
 
 # --- AWS Lambda: the request -----------------------------------------------------------
@@ -1108,12 +1177,22 @@ class Message(NamedTuple):
 
     @property
     def text(self) -> str:
-        """The body decoded as UTF-8 (raises UnicodeDecodeError if it is not)."""
-        return self.body.decode("utf-8")
+        """The body decoded as UTF-8; raises ValueError saying where it is not (without the body)."""
+        try:
+            return self.body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problem = f"the body is not UTF-8: {err.reason} at byte {err.start}"
+        raise ValueError(problem)  # outside the except: no context holding the body
 
     def json(self) -> Any:
-        """The body parsed as JSON (raises ValueError if it is not)."""
-        return json.loads(self.body)
+        """The body parsed as JSON; raises ValueError saying where it is not (without the body)."""
+        try:
+            return json.loads(self.text)
+        except json.JSONDecodeError as err:
+            problem = f"the body is not JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        except RecursionError:
+            problem = "the body is not JSON this parser can read: nested too deep"
+        raise ValueError(problem)
 
     @property
     def message_id(self) -> str | None:
@@ -1197,7 +1276,8 @@ def _envelope_time(envelope: Mapping[str, Any], name: str) -> float | None:
     value = envelope.get(name)  # milliseconds, as a number or (in Upstash's examples) a string
     if value is None:
         return None
-    milliseconds = int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+    digits = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= _MAX_TIME_DIGITS
+    milliseconds = int(value) if digits else value
     if not _is_number(milliseconds):
         raise EventError(f"not a QStash callback: {name!r} must be milliseconds since the epoch")
     return milliseconds / 1000
@@ -1308,17 +1388,14 @@ def _query_parameters(event: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _v2_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
-    # HTTP APIs hand over rawPath decoded, Function URLs encoded: encoding again serves both.
-    path = _percent_encode(_text_bytes(_field(event, "rawPath", str, "/"), "utf-8", "path"), _PATH_UNSAFE)
-    return path, _field(event, "rawQueryString", str, "")
+    return _field(event, "rawPath", str, "/"), _field(event, "rawQueryString", str, "")
 
 
 def _v1_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
     # requestContext.path carries the stage; parameters arrive decoded and are encoded again.
     path = _field(context, "path", str) or _field(event, "path", str, "/")
     pairs = [(_text_bytes(k, "utf-8", "query"), _text_bytes(v, "utf-8", "query")) for k, v in _query_parameters(event)]
-    query = "&".join(f"{_percent_encode(k, _QUERY_UNSAFE)}={_percent_encode(v, _QUERY_UNSAFE)}" for k, v in pairs)
-    return _percent_encode(_text_bytes(path, "utf-8", "path"), _PATH_UNSAFE), query
+    return path, "&".join(f"{_percent_encode(k, _QUERY_UNSAFE)}={_percent_encode(v, _QUERY_UNSAFE)}" for k, v in pairs)
 
 
 def _alb_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[str, str]:
@@ -1327,12 +1404,13 @@ def _alb_target(event: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[s
 
 
 class _Door(NamedTuple):
-    """A front door: how to know its events, where they keep the request target, and what its answer
-    must look like.  Adding a front door is adding one of these to _DOORS."""
+    """A front door: how to know its events, where they keep the request target (and whether its path
+    arrives raw or decoded), and what its answer must look like.  Adding one is adding it to _DOORS."""
 
     name: str
     knows: Callable[[Mapping[str, Any], Mapping[str, Any]], bool]  # (event, requestContext) -> is it ours
     target: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[str, str]]
+    raw_path: bool  # HTTP APIs hand the path over decoded; Function URLs, REST APIs and ALBs as sent
     status_description: bool = False
     multi_value_headers: bool = False
 
@@ -1348,12 +1426,12 @@ def _is_function_url(event: Mapping[str, Any], context: Mapping[str, Any]) -> bo
 
 # Tried in this order: the commonest first, and each door before the one it is a particular case of.
 _DOORS = (
-    _Door("function_url", _is_function_url, _v2_target),
-    _Door("http_api_v2", lambda e, c: _is_v2(e), _v2_target),
-    _Door("alb_multi_value", lambda e, c: "elb" in c and "multiValueHeaders" in e, _alb_target, True, True),
-    _Door("alb", lambda e, c: "elb" in c, _alb_target, status_description=True),
-    _Door("http_api_v1", lambda e, c: "httpMethod" in e and e.get("version") == "1.0", _v1_target),
-    _Door("rest_api", lambda e, c: "httpMethod" in e, _v1_target),
+    _Door("function_url", _is_function_url, _v2_target, True),
+    _Door("http_api_v2", lambda e, c: _is_v2(e), _v2_target, False),
+    _Door("alb_multi_value", lambda e, c: "elb" in c and "multiValueHeaders" in e, _alb_target, True, True, True),
+    _Door("alb", lambda e, c: "elb" in c, _alb_target, True, status_description=True),
+    _Door("http_api_v1", lambda e, c: "httpMethod" in e and e.get("version") == "1.0", _v1_target, False),
+    _Door("rest_api", lambda e, c: "httpMethod" in e, _v1_target, True),
 )
 
 
@@ -1368,37 +1446,33 @@ def _door_of(event: object) -> _Door | None:
     return None
 
 
-def _event_url(headers: Mapping[str, str], context: Mapping[str, Any], path: str, query: str) -> str:
-    scheme = headers.get(_FORWARDED_PROTO_HEADER, "https").split(",")[0].strip().lower()
-    host = headers.get(_HOST_HEADER) or _field(context, "domainName", str, "")
-    if not host:
-        raise EventError("the event has neither a Host header nor requestContext.domainName")
-    scheme = scheme if scheme in _DEFAULT_PORTS else "https"
-    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
-
-
 def _http_method(event: Mapping[str, Any], context: Mapping[str, Any]) -> str:
     method = _field(event, "httpMethod", str) or _field(_field(context, "http", dict, {}), "method", str, "")
     return method.upper()  # type: ignore[no-any-return]
 
 
-def _parse(event: dict[str, Any], door: _Door) -> HttpRequest:
+def _lambda_request(event: dict[str, Any], door: _Door) -> _Incoming:
     context = event["requestContext"]
     path, query = door.target(event, context)
+    target = _target(_text_bytes(path, "utf-8", "path"), _text_bytes(query, "utf-8", "query"), raw=door.raw_path)
     headers = types.MappingProxyType(_event_headers(event))
-    url = _event_url(headers, context, path, query)
-    return HttpRequest(_http_method(event, context), url, headers, _event_body(event), door.name)
+    # The front door's own X-Forwarded-Proto is the last entry: a client's would come before it.
+    proto = headers.get(_FORWARDED_PROTO_HEADER, "").rpartition(",")[2].strip().lower()
+    scheme = proto if proto in _DEFAULT_PORTS else "https"
+    host = headers.get(_HOST_HEADER) or _field(context, "domainName", str, "")
+    return _Incoming(_http_method(event, context), scheme, host, target, headers, _event_body(event), door.name)
 
 
 def parse_lambda_event(event: object) -> HttpRequest:
     """Rebuild the HTTP request from a Function URL, API Gateway (HTTP or REST API) or ALB event.
 
-    Raises EventError for anything that is not such an event.
+    Raises EventError for anything that is not such an event, or whose Host is no host[:port].
     """
     door = _door_of(event)
     if door is None:
         raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
-    return _parse(event, door)  # type: ignore[arg-type]
+    request = _lambda_request(event, door)  # type: ignore[arg-type]
+    return HttpRequest(request.method, _public_url(request, None, {}), request.headers, request.body, door.name)
 
 
 # --- AWS Lambda: settings, read once per container ------------------------------------
@@ -1477,15 +1551,9 @@ def _settings(env: Mapping[str, str]) -> _Settings:
     return settings
 
 
-def _rebased(url: str, base_url: str) -> str:
-    """``url`` with its scheme and host replaced by ``base_url`` (which may add a path prefix)."""
-    parts = _URL_PARTS.fullmatch(url)
-    return base_url + parts[3] if parts else url
-
-
-def _verify_request(request: HttpRequest, settings: _Settings, now: float | None) -> Message:
+def _verify_request(request: _Incoming, settings: _Settings, now: float | None) -> Message:
     receiver = settings.receivers[_region_of(request.headers.get(_REGION_HEADER))]
-    url = settings.url or (_rebased(request.url, settings.base_url) if settings.base_url else request.url)
+    url = settings.url or _public_url(request, settings.base_url, {})
     claims = receiver.verify(
         signature=request.headers.get(_SIGNATURE_HEADER),
         body=request.body,
@@ -1505,7 +1573,11 @@ def verify_lambda_event(
     QSTASH_URL when set, else the one rebuilt from the event (on QSTASH_BASE_URL
     when set).  Raises EventError, ConfigurationError or SignatureError.
     """
-    return _verify_request(parse_lambda_event(event), _settings(os.environ if environ is None else environ), now)
+    door = _door_of(event)
+    if door is None:
+        raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
+    request = _lambda_request(event, door)  # type: ignore[arg-type]
+    return _verify_request(request, _settings(os.environ if environ is None else environ), now)
 
 
 # --- AWS Lambda: the answer and the log line -----------------------------------------
@@ -1607,7 +1679,7 @@ def _run(handler: Handler, message: Message) -> _Outcome:
 
 
 def _verified_run(
-    request: HttpRequest, handler: Handler, env: Mapping[str, str], now: float | None, context: object
+    request: _Incoming, handler: Handler, env: Mapping[str, str], now: float | None, context: object
 ) -> _Outcome:
     try:
         settings = _settings(env)
@@ -1619,6 +1691,10 @@ def _verified_run(
         return _Outcome(answer, "misconfigured", detail=str(err), variable=err.variable)
     except SignatureError as err:
         return _Outcome(_json_answer(401, {"error": err.reason.value}), "rejected", err.reason.value, str(err))
+    except EventError as err:
+        return _Outcome(
+            _json_answer(400, {"error": "bad_request", "message": str(err)}), "bad_request", detail=str(err)
+        )
     except RetryLater as err:  # the store failed, or another container is handling this message
         error = "dedup_unavailable" if isinstance(err, DedupUnavailable) else "in_progress"
         return _Outcome(_retry_answer(err.seconds, error), error, detail=str(err))
@@ -1651,19 +1727,20 @@ def _lease(context: object) -> float | None:
 
 def _outcome(
     event: object, door: _Door | None, handler: Handler, env: Mapping[str, str], *, now: float | None, context: object
-) -> tuple[_Outcome, HttpRequest | None]:
+) -> tuple[_Outcome, _Incoming | None]:
     try:
         if door is None:
             raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
-        request = _parse(event, door)  # type: ignore[arg-type]
+        request = _lambda_request(event, door)  # type: ignore[arg-type]
     except EventError as err:
-        answer = _json_answer(400, {"error": "not_http_event", "message": str(err)})
+        error = "bad_request" if door else "not_http_event"
+        answer = _json_answer(400, {"error": error, "message": str(err)})
         return _Outcome(answer, "bad_request", detail=str(err)), None
     return _verified_run(request, handler, env, now, context), request
 
 
 def _log_record(
-    outcome: _Outcome, request: HttpRequest | None, door: _Door | None, context: object, started: float
+    outcome: _Outcome, request: _Incoming | None, door: _Door | None, context: object, started: float
 ) -> _LogRecord:
     """The outcome and what the log adds: who sent it (unsigned headers), where, and how long it took."""
     headers = request.headers if request is not None else {}

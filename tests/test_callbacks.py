@@ -103,6 +103,10 @@ MALFORMED = [
     ("header values not strings", {**CALLBACK, "header": {"k": [1]}}),
     ("header not an object", {**CALLBACK, "header": ["k"]}),
     ("createdAt not a time", {**CALLBACK, "createdAt": "yesterday"}),
+    # More digits than int() reads (3.11+) or any time needs: still a malformed envelope.
+    ("createdAt of 5000 digits", {**CALLBACK, "createdAt": "9" * 5000}),
+    ("notBefore of 5000 digits", {**CALLBACK, "notBefore": "9" * 5000}),
+    ("createdAt beyond 2**53 ms", {**CALLBACK, "createdAt": "9" * 17}),
     ("url not a string", {**CALLBACK, "url": 7}),
     ("an ordinary message", {"event": "order.created", "id": 42}),
 ]
@@ -123,3 +127,26 @@ def test_every_callback_field_is_read_from_the_envelope() -> None:
     from qstash_verify import _CALLBACK_FIELDS
 
     assert len(_CALLBACK_FIELDS) == len(Callback._fields)
+
+
+SECRET_BODY = b'{"card": "4111 1111 1111 1111", "cvv": 123'
+
+
+@pytest.mark.parametrize(
+    ("body", "read", "where"),
+    [
+        (SECRET_BODY, lambda m: m.json(), "line 1 column"),
+        (SECRET_BODY + b"\xff", lambda m: m.text, f"at byte {len(SECRET_BODY)}"),
+        (SECRET_BODY + b"\xff", lambda m: m.json(), f"at byte {len(SECRET_BODY)}"),
+        (b"[" * 100_000, lambda m: m.json(), "nested"),
+    ],
+    ids=["json", "text not utf-8", "json not utf-8", "json nested too deep"],
+)
+def test_body_errors_say_where_without_holding_the_body(body: bytes, read: Any, where: str) -> None:
+    with pytest.raises(ValueError, match=where) as caught:
+        read(message(body))
+    seen, chain = [], caught.value
+    while chain is not None:  # the error, its cause and context, and every attribute of each
+        seen += [repr(chain), *map(repr, vars(chain).values()), *map(repr, chain.args)]
+        chain = chain.__cause__ or chain.__context__
+    assert not any("4111" in text for text in seen), seen

@@ -154,7 +154,9 @@ def test_non_http_or_broken_events_get_400(
     monkeypatch.setattr(lambda_function, "handle", called.append)
     response, log = invoke(event, capsys)
     assert response["statusCode"] == 400
-    assert error_of(response) == "not_http_event"
+    # An HTTP event that cannot be read is a bad request; anything else is no HTTP event at all.
+    http = isinstance(event, dict) and any(key in event for key in ("rawPath", "httpMethod"))
+    assert error_of(response) == ("bad_request" if http else "not_http_event")
     assert json.loads(response["body"])["message"]
     assert log["outcome"] == "bad_request"
     assert called == []
@@ -261,3 +263,59 @@ def test_base64_bodies_are_read_alike_on_every_python(body: str, decoded: bytes 
             parse_lambda_event(event)
     else:
         assert parse_lambda_event(event).body == decoded
+
+
+def test_with_a_base_url_nothing_from_host_reaches_the_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QSTASH_BASE_URL", "https://api.example.com")
+    event = {**set_header(load_event("alb"), "host", "x/admin"), "path": "/hook", "queryStringParameters": {}}
+    for signed_for, status in (("https://api.example.com/admin/hook", 401), ("https://api.example.com/hook", 200)):
+        token = token_for(signed_for, DOORS["alb"].body)
+        response, log = invoke(set_header(event, "upstash-signature", token), capsys)
+        assert response["statusCode"] == status, log
+
+
+@pytest.mark.parametrize("host", ["x/admin", "h.example?a=1", "user@h.example", "h.example:1:2"])
+def test_without_a_base_url_a_host_that_is_not_host_and_port_is_a_400(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = set_header(signed_event("alb"), "host", host)
+    response, log = invoke(event, capsys)
+    assert (response["statusCode"], error_of(response), log["outcome"]) == (400, "bad_request", "bad_request")
+    assert "host" in log["detail"]
+
+
+@pytest.mark.parametrize(
+    ("door", "field", "genuine", "forged"),
+    [
+        # HTTP APIs hand the path over decoded: a "%" in it is data (the client sent %25).
+        ("http_api_v2", "rawPath", "/prod/q/%2541dmin", "/prod/q/Admin"),
+        ("http_api_v1", "path", "/default/q/%2541dmin", "/default/q/Admin"),
+    ],
+)
+def test_a_decoded_path_is_data_not_escapes(
+    door: str, field: str, genuine: str, forged: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = load_event(door)
+    decoded = genuine.replace("%25", "%")
+    event[field] = decoded
+    if door == "http_api_v1":
+        event["requestContext"]["path"] = decoded
+    origin, query = DOORS[door].url.split("/", 3)[:3], DOORS[door].url.partition("?")[2]
+    base = "/".join(origin)
+    for path, status in ((genuine, 200), (forged, 401)):
+        token = token_for(base + path + (f"?{query}" if query else ""), DOORS[door].body)
+        response, log = invoke(set_header(event, "upstash-signature", token), capsys)
+        assert response["statusCode"] == status, log
+
+
+@pytest.mark.parametrize("door", ["function_url", "rest_api", "alb"])
+def test_a_raw_path_keeps_its_escapes(door: str, capsys: pytest.CaptureFixture[str]) -> None:
+    event = load_event(door)
+    field = "rawPath" if door == "function_url" else "path"
+    event[field] = "/q/%41dmin%2F"
+    if door == "rest_api":
+        event["requestContext"]["path"] = "/prod/q/%41dmin%2F"
+    url = parse_lambda_event(event).url
+    assert url.partition("?")[0].endswith("/q/%41dmin%2F"), url

@@ -77,31 +77,51 @@ def test_a_bad_base_url_is_a_configuration_error(base_url: str) -> None:
 
 
 FORWARDED = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "hooks.example.com"}
+X_FORWARDED = {"x-forwarded-proto": 1, "x-forwarded-host": 1}
 
 
 def test_forwarded_headers_are_ignored_unless_the_proxy_is_trusted() -> None:
     assert url_from_wsgi(wsgi(**FORWARDED)) == "http://h.example/qstash"
-    assert url_from_wsgi(wsgi(**FORWARDED), trusted_proxies=1) == "https://hooks.example.com/qstash"
+    assert url_from_wsgi(wsgi(**FORWARDED), trusted_proxies=X_FORWARDED) == "https://hooks.example.com/qstash"
 
 
 @pytest.mark.parametrize(
-    ("headers", "hops", "url"),
+    ("headers", "proxies", "url"),
     [
         # A client's own value comes first; the trusted proxy appends its own last.
-        ({"HTTP_X_FORWARDED_PROTO": "http, https", "HTTP_X_FORWARDED_HOST": "evil.example, hooks.example.com"}, 1,
+        ({"HTTP_X_FORWARDED_PROTO": "http, https", "HTTP_X_FORWARDED_HOST": "evil.example, hooks.example.com"},
+         X_FORWARDED, "https://hooks.example.com/qstash"),
+        ({"HTTP_X_FORWARDED_PROTO": "https, http", "HTTP_X_FORWARDED_HOST": "hooks.example.com, lb.internal"},
+         {"X-Forwarded-Proto": 2, "x-forwarded-host": 2}, "https://hooks.example.com/qstash"),
+        ({"HTTP_X_FORWARDED_PROTO": "https"}, {"x-forwarded-proto": 2}, "http://h.example/qstash"),  # too few entries
+        ({"HTTP_FORWARDED": 'for=1.2.3.4;proto=https;host="hooks.example.com"'}, {"forwarded": 1},
          "https://hooks.example.com/qstash"),
-        ({"HTTP_X_FORWARDED_PROTO": "https, http", "HTTP_X_FORWARDED_HOST": "hooks.example.com, lb.internal"}, 2,
+        ({"HTTP_FORWARDED": "proto=http;host=evil.example, Proto=HTTPS;Host=hooks.example.com"}, {"forwarded": 1},
          "https://hooks.example.com/qstash"),
-        ({"HTTP_X_FORWARDED_PROTO": "https"}, 2, "http://h.example/qstash"),  # fewer entries than proxies: ignored
-        ({"HTTP_FORWARDED": 'for=1.2.3.4;proto=https;host="hooks.example.com"'}, 1, "https://hooks.example.com/qstash"),
-        ({"HTTP_FORWARDED": "proto=http;host=evil.example, Proto=HTTPS;Host=hooks.example.com", **FORWARDED}, 1,
-         "https://hooks.example.com/qstash"),
-        ({"HTTP_X_FORWARDED_PROTO": "gopher", "HTTP_X_FORWARDED_HOST": "bad/host"}, 1, "http://h.example/qstash"),
-        ({"HTTP_X_FORWARDED_HOST": "[::1]:8443"}, 1, "http://[::1]:8443/qstash"),
+        ({"HTTP_X_FORWARDED_PROTO": "gopher"}, X_FORWARDED, "http://h.example/qstash"),
+        ({"HTTP_X_FORWARDED_HOST": "[::1]:8443"}, X_FORWARDED, "http://[::1]:8443/qstash"),
     ],
 )  # fmt: skip
-def test_trusted_proxies_count_from_this_server(headers: dict[str, str], hops: int, url: str) -> None:
-    assert url_from_wsgi(wsgi(**headers), trusted_proxies=hops) == url
+def test_trusted_proxies_count_from_this_server(headers: dict[str, str], proxies: dict[str, int], url: str) -> None:
+    assert url_from_wsgi(wsgi(**headers), trusted_proxies=proxies) == url
+
+
+@pytest.mark.parametrize(
+    ("proxies", "sent"),
+    [
+        # The proxy writes only X-Forwarded-Proto (as the README's nginx site does): a client's
+        # Forwarded or X-Forwarded-Host passes through it unchanged, and is never read.
+        ({"x-forwarded-proto": 1}, {"HTTP_FORWARDED": "host=partner.example;proto=https"}),
+        ({"x-forwarded-proto": 1}, {"HTTP_X_FORWARDED_HOST": "partner.example"}),
+        ({"x-forwarded-proto": 1}, {"HTTP_FORWARDED": "host=partner.example", "HTTP_X_FORWARDED_HOST": "p.example"}),
+        ({"forwarded": 1}, {"HTTP_X_FORWARDED_HOST": "partner.example"}),
+        ({"x-forwarded-host": 1}, {"HTTP_FORWARDED": "host=partner.example"}),
+    ],
+)
+def test_only_headers_the_proxies_write_choose_the_host(proxies: dict[str, int], sent: dict[str, str]) -> None:
+    environ = wsgi(HTTP_X_FORWARDED_PROTO="https", **sent)
+    scheme = "https" if "x-forwarded-proto" in proxies else "http"
+    assert url_from_wsgi(environ, trusted_proxies=proxies) == f"{scheme}://h.example/qstash"
 
 
 def test_asgi_reads_forwarded_headers_alike() -> None:
@@ -110,13 +130,58 @@ def test_asgi_reads_forwarded_headers_alike() -> None:
         (b"x-forwarded-proto", b"https"),
         (b"x-forwarded-host", b"hooks.example.com"),
     ]
-    assert url_from_asgi(asgi(headers=headers), trusted_proxies=1) == "https://hooks.example.com/qstash"
+    assert url_from_asgi(asgi(headers=headers), trusted_proxies=X_FORWARDED) == "https://hooks.example.com/qstash"
 
 
-@pytest.mark.parametrize("hops", [-1, 1.0, True, "1"])
-def test_trusted_proxies_must_be_a_whole_number(hops: object) -> None:
+@pytest.mark.parametrize(
+    "proxies", [1, True, [("x-forwarded-proto", 1)], {"x-real-ip": 1}, {"forwarded": 0}, {"forwarded": True},
+                {"forwarded": 1.0}, {"forwarded": "1"}, {b"forwarded": 1}]
+)  # fmt: skip
+def test_trusted_proxies_names_known_headers_and_whole_counts(proxies: object) -> None:
     with pytest.raises(ValueError, match="trusted_proxies"):
-        url_from_wsgi(wsgi(), trusted_proxies=hops)  # type: ignore[arg-type]
+        url_from_wsgi(wsgi(), trusted_proxies=proxies)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "host", ["x/admin", "h.example/a?b", "h.example#x", "user@h.example", "h.example:80:80", "h example"]
+)
+def test_a_host_that_is_not_host_and_port_is_an_event_error_never_a_path(host: str) -> None:
+    with pytest.raises(EventError, match="host"):
+        url_from_wsgi(wsgi(HTTP_HOST=host))
+    with pytest.raises(EventError, match="host"):
+        url_from_asgi(asgi(headers=[(b"host", host.encode())]))
+    with pytest.raises(EventError, match="host"):  # nor from a trusted proxy
+        url_from_wsgi(wsgi(HTTP_X_FORWARDED_HOST=host or ","), trusted_proxies={"x-forwarded-host": 1})
+
+
+def test_with_a_base_url_nothing_from_host_reaches_the_url() -> None:
+    base = "https://api.example.com"
+    assert url_from_wsgi(wsgi(HTTP_HOST="x/admin"), base_url=base) == base + "/qstash"
+    assert url_from_asgi(asgi(headers=[(b"host", b"x/admin")]), base_url=base) == base + "/qstash"
+
+
+@pytest.mark.parametrize(
+    ("path", "encoded"),
+    [
+        ("/qstash/%41dmin", "/qstash/%2541dmin"),  # from a request for /qstash/%2541dmin
+        ("/qstash/100%", "/qstash/100%25"),
+        ("/qstash/%2F", "/qstash/%252F"),
+        ("/qstash/a b", "/qstash/a%20b"),
+    ],
+)
+def test_a_decoded_path_is_data_not_escapes(path: str, encoded: str) -> None:
+    assert url_from_wsgi(wsgi(PATH_INFO=path)) == "http://h.example" + encoded
+    assert url_from_asgi(asgi(raw_path=None, path=path)) == "http://h.example" + encoded
+
+
+def test_a_raw_target_keeps_its_escapes() -> None:
+    assert url_from_wsgi(wsgi(RAW_URI="/qstash/%41dmin")) == "http://h.example/qstash/%41dmin"
+    assert url_from_asgi(asgi(raw_path=b"/qstash/%41dmin")) == "http://h.example/qstash/%41dmin"
+
+
+def test_asgi_without_raw_path_puts_an_older_servers_root_path_in_front() -> None:
+    assert url_from_asgi(asgi(raw_path=None, root_path="/app", path="/qstash")) == "http://h.example/app/qstash"
+    assert url_from_asgi(asgi(raw_path=None, root_path="/app", path="/app/qstash")) == "http://h.example/app/qstash"
 
 
 @pytest.mark.parametrize(

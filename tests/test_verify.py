@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 from typing import Any, Callable
 
 import pytest
@@ -315,6 +316,14 @@ URLS = [
     (URL, URL + "?a=1", Reason.URL_MISMATCH),
     (URL, URL + "x", Reason.URL_MISMATCH),
     (URL, "", Reason.URL_MISMATCH),
+    # Normalisation never makes a new escape: a stray "%" stays stray, whatever is decoded after it.
+    ("https://h.example/hook?next=%2Fadmin", "https://h.example/hook?next=%2%46admin", Reason.URL_MISMATCH),
+    ("https://h.example/%41", "https://h.example/%%34%31", Reason.URL_MISMATCH),
+    ("https://h.example/%2F", "https://h.example/%%32F", Reason.URL_MISMATCH),
+    ("https://h.example/100%", "https://h.example/100%25", Reason.URL_MISMATCH),
+    ("https://h.example/100%", "https://h.example/100%", None),
+    ("https://h.example/a%2", "https://h.example/a%2", None),
+    ("https://h.example/%%7e", "https://h.example/%%7E", None),
 ]
 
 
@@ -327,6 +336,54 @@ def test_url_must_match_subject(subject: str, url: str, reason: Reason | None) -
             assert verify(token, url=requested).subject == signed
         else:
             assert reason_of(lambda: verify(token, url=requested)) is reason  # noqa: B023 -- called at once
+
+
+def _reference_tokens(text: str) -> list[tuple[str, str]]:
+    """RFC 3986 6.2.2 read independently: well-formed triplets as bytes (unreserved ones decoded), all else literal."""
+    tokens, i = [], 0
+    while i < len(text):
+        triplet = text[i : i + 3]
+        if len(triplet) == 3 and triplet[0] == "%" and all(c in "0123456789abcdefABCDEF" for c in triplet[1:]):
+            char = chr(int(triplet[1:], 16))
+            tokens.append(
+                ("char", char)
+                if char.isascii() and (char.isalnum() or char in "-._~")
+                else ("byte", triplet[1:].upper())
+            )
+            i += 3
+        else:
+            tokens.append(("char", text[i]))
+            i += 1
+    return tokens
+
+
+def _spelled_otherwise(text: str, rng: random.Random) -> str:
+    """``text`` with one well-formed triplet of an unreserved character written as that character."""
+    spans, i = [], 0
+    while i < len(text):
+        triplet = text[i : i + 3]
+        is_triplet = len(triplet) == 3 and triplet[0] == "%" and all(c in "0123456789abcdefABCDEF" for c in triplet[1:])
+        if is_triplet and chr(int(triplet[1:], 16)).isalnum():
+            spans.append(i)
+        i += 3 if is_triplet else 1
+    if not spans:
+        return text
+    at = rng.choice(spans)
+    return text[:at] + chr(int(text[at + 1 : at + 3], 16)) + text[at + 3 :]
+
+
+def test_normalisation_equates_exactly_what_the_rfc_does_on_random_paths() -> None:
+    rng = random.Random(2026)
+    alphabet = ["%", "2", "4", "F", "a", "~", "%46", "%34", "%32", "%41", "%7e", "%2F", "%2f"]
+    for _ in range(6000):
+        a = "".join(rng.choices(alphabet, k=rng.randint(0, 5)))
+        for b in (_spelled_otherwise(a, rng), "".join(rng.choices(alphabet, k=rng.randint(0, 5)))):
+            signed, requested = f"https://h.example/{a}", f"https://h.example/{b}"
+            token = mint(claims(sub=signed))
+            if _reference_tokens(a) == _reference_tokens(b):
+                assert verify(token, url=requested).subject == signed
+            else:
+                assert reason_of(lambda: verify(token, url=requested)) is Reason.URL_MISMATCH  # noqa: B023
 
 
 def test_url_none_skips_the_url_check() -> None:
