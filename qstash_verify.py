@@ -22,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_TTL_SECONDS",
     "MAX_TOKEN_BYTES",
+    "DEFAULT_MAX_BODY_BYTES",
     "Callback",
     "Claims",
     "ConfigurationError",
@@ -37,12 +38,14 @@ __all__ = [
     "Receiver",
     "RetryLater",
     "SignatureError",
+    "asgi_app",
     "parse_lambda_event",
     "serve_lambda",
     "sign",
     "url_from_asgi",
     "url_from_wsgi",
     "verify_lambda_event",
+    "wsgi_app",
 ]
 
 import binascii
@@ -1468,24 +1471,31 @@ def parse_lambda_event(event: object) -> HttpRequest:
 
     Raises EventError for anything that is not such an event, or whose Host is no host[:port].
     """
-    door = _door_of(event)
-    if door is None:
-        raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
-    request = _lambda_request(event, door)  # type: ignore[arg-type]
-    return HttpRequest(request.method, _public_url(request, None, {}), request.headers, request.body, door.name)
+    request = _lambda_request(event, _http_door(event))  # type: ignore[arg-type]
+    return HttpRequest(request.method, _public_url(request, None, {}), request.headers, request.body, request.door)
 
 
-# --- AWS Lambda: settings, read once per container ------------------------------------
+# --- settings: the environment (and an app's options), read once per process -------------
 
 
 class _Settings(NamedTuple):
-    """What the environment configures, built once and kept while it is unchanged."""
+    """What the environment and an app's options configure, built once and kept while unchanged."""
 
     receivers: Mapping[str | None, Receiver]
     url: str
     base_url: str
     clock_tolerance: float
     deduplicator: Deduplicator | None
+    proxies: Mapping[str, int]
+
+
+class _Options(NamedTuple):
+    """What an app was given in code; None (or empty) is taken from the environment."""
+
+    receiver: Receiver | None = None
+    deduplicator: Deduplicator | None = None
+    base_url: str | None = None
+    proxies: Mapping[str, int] = types.MappingProxyType({})
 
 
 def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
@@ -1505,16 +1515,21 @@ def _deduplicator(env: Mapping[str, str]) -> Deduplicator | None:
     return Deduplicator(DynamoDBStore(table), ttl=ttl) if table else None
 
 
-def _build_settings(env: Mapping[str, str]) -> _Settings:
+def _receivers(env: Mapping[str, str]) -> dict[str | None, Receiver]:
     keys = _signing_keys(env)
     receivers = {pair: Receiver(*pair) for pair in set(keys.values())}
-    base_url = _optional(env, _BASE_URL_VARIABLE)
+    return {region: receivers[pair] for region, pair in keys.items()}
+
+
+def _build_settings(env: Mapping[str, str], options: _Options) -> _Settings:
+    base_url = options.base_url or _optional(env, _BASE_URL_VARIABLE)
     return _Settings(
-        {region: receivers[pair] for region, pair in keys.items()},
+        {None: options.receiver} if options.receiver else _receivers(env),
         _optional(env, _URL_VARIABLE),
-        base_url and _base_url(base_url, _BASE_URL_VARIABLE),
+        base_url and _base_url(base_url, None if options.base_url else _BASE_URL_VARIABLE),
         _seconds(env, _CLOCK_TOLERANCE_VARIABLE, 0),
-        _deduplicator(env),
+        options.deduplicator or _deduplicator(env),
+        options.proxies,
     )
 
 
@@ -1522,10 +1537,6 @@ class _Cached(NamedTuple):
     settings: _Settings
     size: int  # len(env) when built: a variable added since changes it
     values: tuple[tuple[str, str], ...]  # the variables that were set, and their values
-
-
-# One entry at most: the settings of the environment last seen.
-_settings_cache: list[_Cached] = []
 
 
 def _still_valid(cached: _Cached, env: Mapping[str, str]) -> bool:
@@ -1541,19 +1552,32 @@ def _still_valid(cached: _Cached, env: Mapping[str, str]) -> bool:
     return True
 
 
-def _settings(env: Mapping[str, str]) -> _Settings:
-    """The settings for ``env``, rebuilt only when a variable they come from changed (key rotation)."""
-    if _settings_cache and _still_valid(_settings_cache[0], env):
-        return _settings_cache[0].settings
-    settings = _build_settings(env)
-    values = tuple((name, env[name]) for name in _SETTINGS_VARIABLES if env.get(name) is not None)
-    _settings_cache[:] = [_Cached(settings, len(env), values)]
-    return settings
+class _Config:
+    """One door's settings: its options, and what the environment last gave with them (key rotation
+    takes effect without a restart); one entry, so nothing retained grows with traffic."""
+
+    __slots__ = ("cached", "options")
+
+    def __init__(self, options: _Options) -> None:
+        self.options, self.cached = options, None
+
+    def settings(self, env: Mapping[str, str]) -> _Settings:
+        cached: _Cached | None = self.cached
+        if cached is not None and _still_valid(cached, env):
+            return cached.settings
+        settings = _build_settings(env, self.options)
+        values = tuple((name, env[name]) for name in _SETTINGS_VARIABLES if env.get(name) is not None)
+        self.cached = _Cached(settings, len(env), values)
+        return settings
+
+
+_LAMBDA = _Config(_Options())
 
 
 def _verify_request(request: _Incoming, settings: _Settings, now: float | None) -> Message:
-    receiver = settings.receivers[_region_of(request.headers.get(_REGION_HEADER))]
-    url = settings.url or _public_url(request, settings.base_url, {})
+    receivers = settings.receivers
+    receiver = receivers.get(_region_of(request.headers.get(_REGION_HEADER))) or receivers[None]
+    url = settings.url or _public_url(request, settings.base_url, settings.proxies)
     claims = receiver.verify(
         signature=request.headers.get(_SIGNATURE_HEADER),
         body=request.body,
@@ -1573,26 +1597,24 @@ def verify_lambda_event(
     QSTASH_URL when set, else the one rebuilt from the event (on QSTASH_BASE_URL
     when set).  Raises EventError, ConfigurationError or SignatureError.
     """
-    door = _door_of(event)
-    if door is None:
-        raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
-    request = _lambda_request(event, door)  # type: ignore[arg-type]
-    return _verify_request(request, _settings(os.environ if environ is None else environ), now)
+    request = _lambda_request(event, _http_door(event))
+    return _verify_request(request, _LAMBDA.settings(os.environ if environ is None else environ), now)
 
 
-# --- AWS Lambda: the answer and the log line -----------------------------------------
+# --- the pipeline: request -> verified message -> claim -> handle -> answer -> log record ----
 
 
 class _Answer(NamedTuple):
     status: int
-    body: str
+    body: str | bytes  # bytes: binary, base64 in a Lambda answer
     headers: Mapping[str, str]
-    is_base64: bool = False
 
 
 _JSON_HEADERS = {_CONTENT_TYPE_HEADER: "application/json"}
 _TEXT_HEADERS = {_CONTENT_TYPE_HEADER: "text/plain; charset=utf-8"}
 _BINARY_HEADERS = {_CONTENT_TYPE_HEADER: "application/octet-stream"}
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 def _json_text(value: Any) -> str:
@@ -1605,28 +1627,44 @@ def _json_answer(status: int, payload: Mapping[str, Any], headers: Mapping[str, 
 
 
 def _render(reply: Any) -> _Answer:
-    """Turn a handler's return value into an answer: None, str, bytes, JSON,
-    or (status, any of those), or (status, any of those, headers)."""
-    if isinstance(reply, tuple) and len(reply) in (2, 3) and type(reply[0]) is int and 100 <= reply[0] <= 599:
-        answer = _render(reply[1])
-        headers = {**answer.headers, **_checked_headers(reply[2])} if len(reply) == 3 else answer.headers
-        return answer._replace(status=reply[0], headers=headers)
-    if reply is None:
+    """A handler's return value as an answer: None, str, bytes, JSON, or (status, any of those[, headers]).
+
+    Raises TypeError or ValueError, naming the problem, for a malformed one."""
+    if not isinstance(reply, tuple):
+        return _body_answer(reply)
+    if len(reply) not in (2, 3):
+        raise TypeError("an answer tuple is (status, body) or (status, body, headers)")
+    status = reply[0]
+    if type(status) is not int or not 200 <= status <= 599:
+        raise ValueError(f"an answer's status is an int from 200 to 599, not {_kind(status)}")
+    answer = _body_answer(reply[1])
+    headers = {**answer.headers, **_checked_headers(reply[2])} if len(reply) == 3 else answer.headers
+    return _Answer(status, answer.body, headers)
+
+
+def _kind(value: object) -> str:
+    return str(value) if type(value) is int else type(value).__name__  # never a value that may hold data
+
+
+def _body_answer(body: Any) -> _Answer:
+    if body is None:
         return _Answer(200, "", {})
-    if isinstance(reply, str):
-        return _Answer(200, reply, _TEXT_HEADERS)
-    if isinstance(reply, (bytes, bytearray)):
-        return _Answer(200, binascii.b2a_base64(reply, newline=False).decode("ascii"), _BINARY_HEADERS, True)
-    return _json_answer(200, reply)
+    if isinstance(body, str):
+        return _Answer(200, body, _TEXT_HEADERS)
+    if isinstance(body, (bytes, bytearray)):
+        return _Answer(200, bytes(body), _BINARY_HEADERS)
+    if isinstance(body, tuple):
+        raise TypeError("an answer's body is not a tuple (return a list for a JSON array)")
+    return _json_answer(200, body)
 
 
 def _checked_headers(headers: object) -> dict[str, str]:
-    """A handler's response headers; TypeError (a handler error) for anything that is not str to str."""
+    """A handler's response headers; TypeError unless they map header names to printable ASCII values."""
     if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and "\n" not in k + v and "\r" not in k + v
+        isinstance(k, str) and isinstance(v, str) and _HEADER_NAME.fullmatch(k) and _HEADER_VALUE.fullmatch(v)
         for k, v in headers.items()
     ):
-        raise TypeError("response headers must map str to str, without line breaks")
+        raise TypeError("an answer's headers map names (tokens) to printable ASCII text")
     return headers
 
 
@@ -1635,7 +1673,7 @@ def _retry_answer(seconds: int, error: str) -> _Answer:
 
 
 class _Outcome(NamedTuple):
-    """What verification and the handler decided: the answer, and why."""
+    """What the pipeline decided: the answer, and why."""
 
     answer: _Answer
     outcome: str
@@ -1646,7 +1684,7 @@ class _Outcome(NamedTuple):
 
 
 class _LogRecord(NamedTuple):
-    """The one log line of an invocation: these fields, in this order (README.md lists them)."""
+    """The one log record of a request: these fields, in this order (README.md lists them)."""
 
     status: int
     outcome: str
@@ -1661,86 +1699,107 @@ class _LogRecord(NamedTuple):
     duration_ms: float
 
 
-def _run(handler: Handler, message: Message) -> _Outcome:
+class _Admitted(NamedTuple):
+    """A verified message, and the claim on it that is settled after the handler ran."""
+
+    message: Message
+    guard: Deduplicator | None = None
+    claim: Lease | None = None
+
+
+_INTERNAL_ERROR = {"error": "internal_error"}
+
+
+def _bad_request(err: EventError, error: str = "bad_request", status: int = 400) -> _Outcome:
+    return _Outcome(_json_answer(status, {"error": error, "message": str(err)}), "bad_request", detail=str(err))
+
+
+def _refusal(err: Exception) -> _Outcome:
+    """The answer to a request refused before the handler: 400, 401, 500 or 503."""
+    if isinstance(err, SignatureError):
+        return _Outcome(_json_answer(401, {"error": err.reason.value}), "rejected", err.reason.value, str(err))
+    if isinstance(err, ConfigurationError):
+        answer = _json_answer(500, {"error": "server_misconfigured"})
+        return _Outcome(answer, "misconfigured", detail=str(err), variable=err.variable)
+    if isinstance(err, RetryLater):  # the store failed, or another process is handling this message
+        error = "dedup_unavailable" if isinstance(err, DedupUnavailable) else "in_progress"
+        return _Outcome(_retry_answer(err.seconds, error), error, detail=str(err))
+    return _bad_request(err)  # type: ignore[arg-type]
+
+
+_REFUSED = (EventError, SignatureError, RetryLater)  # ConfigurationError is a ValueError like EventError
+
+
+def _admit(
+    request: _Incoming, config: _Config, env: Mapping[str, str], now: float | None, lease: float | None
+) -> _Admitted | _Outcome:
+    """Verify and claim a request: what the handler needs, or the answer that refuses it."""
     try:
-        answer = _render(handler(message))
-    except NonRetryableError as err:
+        settings = config.settings(env)
+        message = _verify_request(request, settings, now)
+        guard = settings.deduplicator
+        if guard is None:
+            return _Admitted(message)
+        tolerance = settings.clock_tolerance
+        claim = guard.begin(message.claims, message.message_id, lease=lease, clock_tolerance=tolerance, now=now)
+    except (*_REFUSED, ConfigurationError) as err:
+        return _refusal(err)
+    return _Admitted(message, guard, claim) if claim else _Outcome(_json_answer(200, {"duplicate": True}), "duplicate")
+
+
+def _settle(admitted: _Admitted, outcome: _Outcome, now: float | None) -> _Outcome:
+    """Mark the message handled after a 2xx answer, else release it for QStash's retry."""
+    guard, claim = admitted.guard, admitted.claim
+    if guard is None or claim is None:
+        return outcome
+    try:
+        settled = guard.succeeded(claim, now=now) if 200 <= outcome.answer.status < 300 else guard.failed(claim)
+        why = "the claim had lapsed and is another delivery's now"
+    except DedupUnavailable as err:  # the work is done or failed either way; the claim lapses with its lease
+        settled, why = False, str(err)
+    return outcome if settled else outcome._replace(detail=f"{outcome.detail or ''} not recorded: {why}".strip())
+
+
+def _failure(err: Exception) -> _Outcome:
+    """The answer to a handler that raised (call it in the except clause: it reads the traceback)."""
+    if isinstance(err, NonRetryableError):
         headers = {**_JSON_HEADERS, _NON_RETRYABLE_HEADER: "true"}
         payload = {"error": "non_retryable", "message": str(err)}
         return _Outcome(_json_answer(_NON_RETRYABLE_STATUS, payload, headers), "non_retryable")
-    except RetryLater as err:
+    if isinstance(err, RetryLater):
         return _Outcome(_retry_answer(err.seconds, "retry_later"), "retry_later", detail=str(err))
-    except Exception:  # noqa: BLE001 -- any failure of user code is a 500, so QStash retries.
-        import traceback  # noqa: PLC0415 -- only on failure: keeps cold starts fast
+    import traceback  # noqa: PLC0415 -- only on failure: keeps cold starts fast
 
-        answer = _json_answer(500, {"error": "internal_error"})
-        return _Outcome(answer, "handler_error", traceback=traceback.format_exc())
-    return _Outcome(answer, "ok")
+    return _Outcome(_json_answer(500, _INTERNAL_ERROR), "handler_error", traceback=traceback.format_exc())
 
 
-def _verified_run(
-    request: _Incoming, handler: Handler, env: Mapping[str, str], now: float | None, context: object
+def _reply(reply: Any) -> _Outcome:
+    try:
+        return _Outcome(_render(reply), "ok")
+    except (TypeError, ValueError) as err:  # a malformed answer: the handler's mistake, named in the log
+        return _Outcome(_json_answer(500, _INTERNAL_ERROR), "handler_error", detail=f"the handler's answer: {err}")
+
+
+def _run(handler: Handler, message: Message) -> _Outcome:
+    try:
+        reply = handler(message)
+    except Exception as err:  # noqa: BLE001 -- any failure of user code is an answer, so QStash retries
+        return _failure(err)
+    return _reply(reply)
+
+
+def _serve(
+    request: _Incoming, handler: Handler, config: _Config, env: Mapping[str, str], now: float | None, lease: float | None
 ) -> _Outcome:
-    try:
-        settings = _settings(env)
-        message = _verify_request(request, settings, now)
-        if settings.deduplicator is not None:
-            return _run_once(settings.deduplicator, handler, message, _lease(context), settings.clock_tolerance)
-    except ConfigurationError as err:
-        answer = _json_answer(500, {"error": "server_misconfigured"})
-        return _Outcome(answer, "misconfigured", detail=str(err), variable=err.variable)
-    except SignatureError as err:
-        return _Outcome(_json_answer(401, {"error": err.reason.value}), "rejected", err.reason.value, str(err))
-    except EventError as err:
-        return _Outcome(
-            _json_answer(400, {"error": "bad_request", "message": str(err)}), "bad_request", detail=str(err)
-        )
-    except RetryLater as err:  # the store failed, or another container is handling this message
-        error = "dedup_unavailable" if isinstance(err, DedupUnavailable) else "in_progress"
-        return _Outcome(_retry_answer(err.seconds, error), error, detail=str(err))
-    return _run(handler, message)
-
-
-def _run_once(
-    deduplicator: Deduplicator, handler: Handler, message: Message, lease: float | None, tolerance: float
-) -> _Outcome:
-    """Run the handler unless the message was handled already; release the claim unless it answered 2xx."""
-    message_id = message.message_id
-    if not deduplicator.begin(message.claims, message_id, lease=lease, clock_tolerance=tolerance):
-        return _Outcome(_json_answer(200, {"duplicate": True}), "duplicate")
-    outcome = _run(handler, message)
-    try:
-        if 200 <= outcome.answer.status < 300:
-            deduplicator.succeeded(message_id)
-        else:
-            deduplicator.failed(message_id)
-    except DedupUnavailable as err:  # the work is done or failed either way; the claim lapses with its lease
-        return outcome._replace(detail=f"{outcome.detail or ''} not recorded: {err}".strip())
-    return outcome
-
-
-def _lease(context: object) -> float | None:
-    """Seconds this invocation may still run (a claim lasts no longer), or None outside Lambda."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return remaining() / 1000 if callable(remaining) else None
-
-
-def _outcome(
-    event: object, door: _Door | None, handler: Handler, env: Mapping[str, str], *, now: float | None, context: object
-) -> tuple[_Outcome, _Incoming | None]:
-    try:
-        if door is None:
-            raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
-        request = _lambda_request(event, door)  # type: ignore[arg-type]
-    except EventError as err:
-        error = "bad_request" if door else "not_http_event"
-        answer = _json_answer(400, {"error": error, "message": str(err)})
-        return _Outcome(answer, "bad_request", detail=str(err)), None
-    return _verified_run(request, handler, env, now, context), request
+    """The whole pipeline for a request a door has read."""
+    admitted = _admit(request, config, env, now, lease)
+    if isinstance(admitted, _Outcome):
+        return admitted
+    return _settle(admitted, _run(handler, admitted.message), now)
 
 
 def _log_record(
-    outcome: _Outcome, request: _Incoming | None, door: _Door | None, context: object, started: float
+    outcome: _Outcome, request: _Incoming | None, door: str | None, request_id: str | None, started: float
 ) -> _LogRecord:
     """The outcome and what the log adds: who sent it (unsigned headers), where, and how long it took."""
     headers = request.headers if request is not None else {}
@@ -1750,15 +1809,25 @@ def _log_record(
             *outcome[1:],
             headers.get(_MESSAGE_ID_HEADER, "")[:_MAX_LOGGED_ID] or None,
             _retry_count(headers) if request is not None else None,
-            door and door.name,
-            _request_id(context),
+            door,
+            request_id,
             round((time.perf_counter() - started) * 1000, 3),
         )
     )
 
 
+# --- the Lambda door ------------------------------------------------------------------
+
+
+def _http_door(event: object) -> _Door:
+    door = _door_of(event)
+    if door is None:
+        raise EventError("not an HTTP event from a Function URL, API Gateway or an ALB")
+    return door
+
+
 def _reason_phrase(status: int) -> str:
-    from http import HTTPStatus  # noqa: PLC0415 -- only ALBs want a phrase
+    from http import HTTPStatus  # noqa: PLC0415 -- only ALBs and WSGI want a phrase
 
     try:
         return HTTPStatus(status).phrase
@@ -1768,7 +1837,9 @@ def _reason_phrase(status: int) -> str:
 
 def _response(door: _Door | None, answer: _Answer) -> dict[str, Any]:
     """Shape the answer as the front door requires; any other shape becomes a 502 there."""
-    response: dict[str, Any] = {"statusCode": answer.status, "body": answer.body, "isBase64Encoded": answer.is_base64}
+    body, binary = answer.body, not isinstance(answer.body, str)
+    text = binascii.b2a_base64(body, newline=False).decode("ascii") if binary else body  # type: ignore[arg-type]
+    response: dict[str, Any] = {"statusCode": answer.status, "body": text, "isBase64Encoded": binary}
     if door is not None and door.multi_value_headers:
         response["multiValueHeaders"] = {name: [value] for name, value in answer.headers.items()}
     else:
@@ -1781,6 +1852,12 @@ def _response(door: _Door | None, answer: _Answer) -> dict[str, Any]:
 def _request_id(context: object) -> str | None:
     request_id = getattr(context, "aws_request_id", None)
     return request_id if isinstance(request_id, str) else None
+
+
+def _lease(context: object) -> float | None:
+    """Seconds this invocation may still run (a claim lasts no longer), or None outside Lambda."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else None
 
 
 def serve_lambda(
@@ -1801,9 +1878,248 @@ def serve_lambda(
     started = time.perf_counter()
     door = _door_of(event)
     env = os.environ if environ is None else environ
-    outcome, request = _outcome(event, door, handler, env, now=now, context=context)
-    print(_json_text(_log_record(outcome, request, door, context, started)._asdict()), flush=True)
+    request = None
+    try:
+        request = _lambda_request(event, _http_door(event))  # type: ignore[arg-type]
+    except EventError as err:
+        outcome = _bad_request(err, "bad_request" if door else "not_http_event")
+    else:
+        outcome = _serve(request, handler, _LAMBDA, env, now, _lease(context))
+    record = _log_record(outcome, request, door and door.name, _request_id(context), started)
+    print(_json_text(record._asdict()), flush=True)
     return _response(door, outcome.answer)
+
+
+# --- the WSGI and ASGI doors ----------------------------------------------------------
+
+#: The largest body ``wsgi_app`` and ``asgi_app`` read by default (QStash's own limit is lower).
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+_LOGGER = "qstash_verify"
+
+
+class _AppDoor(NamedTuple):
+    """What a WSGI or ASGI app was configured with."""
+
+    handle: Handler
+    config: _Config
+    max_body: int
+    environ: Mapping[str, str] | None
+    now: float | None
+    log: Callable[[int, str], None]
+
+
+def _app_door(handle: Handler, options: dict[str, Any]) -> _AppDoor:
+    """Check an app's options (keyword-only, so a typo is a TypeError); raise for a bad one now, not per request."""
+    allowed = {"receiver", "deduplicator", "base_url", "trusted_proxies", "max_body_bytes", "environ", "now"}
+    if not callable(handle) or not set(options) <= allowed:
+        raise TypeError(f"the app takes handle and the options {', '.join(sorted(allowed))}")
+    base_url, limit = options.get("base_url"), options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if type(limit) is not int or limit < 0:
+        raise ValueError("max_body_bytes must be a whole number >= 0")
+    proxies = types.MappingProxyType(dict(_proxies(options.get("trusted_proxies"))))
+    config = _Config(
+        _Options(options.get("receiver"), options.get("deduplicator"), base_url and _base_url(base_url), proxies)
+    )
+    import logging  # noqa: PLC0415 -- only the WSGI and ASGI doors log through it
+
+    log = logging.getLogger(_LOGGER).log
+    return _AppDoor(handle, config, limit, options.get("environ"), options.get("now"), log)
+
+
+def _log_level(outcome: _Outcome) -> int:
+    if 200 <= outcome.answer.status < 300:
+        return 20  # logging.INFO
+    return 40 if outcome.outcome in ("handler_error", "misconfigured") else 30  # ERROR, else WARNING
+
+
+def _app_record(door: _AppDoor, outcome: _Outcome, request: _Incoming | None, name: str, started: float) -> None:
+    door.log(_log_level(outcome), _json_text(_log_record(outcome, request, name, None, started)._asdict()))
+
+
+def _answer_bytes(answer: _Answer, method: str) -> bytes:
+    body = answer.body if isinstance(answer.body, bytes) else answer.body.encode("utf-8")
+    return b"" if method == "HEAD" else body
+
+
+class _TooLarge(EventError):
+    """The body is over the app's limit."""
+
+
+def _too_large(limit: int) -> _TooLarge:
+    return _TooLarge(f"the body is over {limit} bytes (max_body_bytes)")
+
+
+def _content_length(value: object, limit: int) -> int | None:
+    """A request's Content-Length, None when absent; EventError when malformed, _TooLarge over the limit."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()):
+        raise EventError("Content-Length is not a whole number")
+    if int(value) > limit:
+        raise _too_large(limit)
+    return int(value)
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _wsgi_body(environ: Mapping[str, Any], limit: int) -> bytes:
+    """The request body; a server that passes chunked bodies undecoded (wsgiref) cannot give it."""
+    length = _content_length(environ.get("CONTENT_LENGTH"), limit)
+    stream = environ.get("wsgi.input")
+    if length is not None:
+        return _read_exactly(stream, length)
+    if environ.get("wsgi.input_terminated"):
+        body = _read_exactly(stream, limit + 1)
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+        raise EventError("this server passes chunked bodies undecoded: send Content-Length")
+    return b""
+
+
+def _wsgi_outcome(door: _AppDoor, environ: Mapping[str, Any]) -> tuple[_Outcome, _Incoming | None]:
+    try:
+        request = _wsgi_request(environ, _wsgi_body(environ, door.max_body))
+    except _TooLarge as err:
+        return _bad_request(err, "body_too_large", 413), None
+    except EventError as err:
+        return _bad_request(err), None
+    env = os.environ if door.environ is None else door.environ
+    return _serve(request, door.handle, door.config, env, door.now, None), request
+
+
+def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """Return a WSGI application that runs ``handle(message)`` once per verified QStash delivery.
+
+    The same pipeline and answers as ``serve_lambda``; options (keyword-only):
+    ``receiver``, ``deduplicator``, ``base_url``, ``trusted_proxies`` (see
+    ``url_from_wsgi``), ``max_body_bytes`` (default 10 MB: 413 above), and
+    ``environ``/``now`` for tests.  Unset, they come from the ``QSTASH_*``
+    variables.  One JSON record per request goes to the logger ``qstash_verify``.
+    Raises TypeError or ValueError for a bad option, ConfigurationError for a bad ``base_url``.
+    """
+    door = _app_door(handle, options)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        started = time.perf_counter()
+        outcome, request = _wsgi_outcome(door, environ)
+        _app_record(door, outcome, request, "wsgi", started)
+        answer = outcome.answer
+        body = _answer_bytes(answer, request.method if request else "")
+        headers = [*answer.headers.items(), ("Content-Length", str(len(body)))]
+        start_response(f"{answer.status} {_reason_phrase(answer.status)}", headers)
+        return [body]
+
+    return app
+
+
+async def _asgi_body(scope: Mapping[str, Any], receive: Callable[[], Any], limit: int) -> bytes | None:
+    """The request body, None when the client went away; _TooLarge over the limit."""
+    declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+    _content_length(declared.decode("latin-1") if isinstance(declared, bytes) else declared, limit)
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _run_async(handler: Handler, message: Message) -> _Outcome:
+    """Run ``handler``: a coroutine function on the event loop, anything else in a thread."""
+    import asyncio  # noqa: PLC0415 -- the ASGI door only
+    import inspect  # noqa: PLC0415
+
+    try:
+        if inspect.iscoroutinefunction(handler):
+            reply = await handler(message)
+        else:
+            reply = await asyncio.get_running_loop().run_in_executor(None, handler, message)
+        if inspect.isawaitable(reply):
+            reply = await reply
+    except Exception as err:  # noqa: BLE001 -- any failure of user code is an answer
+        return _failure(err)
+    return _reply(reply)
+
+
+async def _serve_async(door: _AppDoor, request: _Incoming) -> _Outcome:
+    """The pipeline off the event loop (the store and verification block), the handler as it prefers."""
+    import asyncio  # noqa: PLC0415
+
+    loop, env = asyncio.get_running_loop(), os.environ if door.environ is None else door.environ
+    admitted = await loop.run_in_executor(None, _admit, request, door.config, env, door.now, None)
+    if isinstance(admitted, _Outcome):
+        return admitted
+    outcome = await _run_async(door.handle, admitted.message)
+    return await loop.run_in_executor(None, _settle, admitted, outcome, door.now)
+
+
+async def _lifespan(receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+    while True:  # nothing to start or stop: each phase is acknowledged
+        message = await receive()
+        phase = message.get("type", "").rpartition(".")[2]
+        await send({"type": f"lifespan.{phase}.complete"})
+        if phase == "shutdown":
+            return
+
+
+async def _asgi_outcome(
+    door: _AppDoor, scope: Mapping[str, Any], receive: Callable[[], Any]
+) -> tuple[_Outcome | None, _Incoming | None]:
+    try:
+        body = await _asgi_body(scope, receive, door.max_body)
+        if body is None:
+            return None, None
+        request = _asgi_request(scope, body)
+    except _TooLarge as err:
+        return _bad_request(err, "body_too_large", 413), None
+    except EventError as err:
+        return _bad_request(err), None
+    return await _serve_async(door, request), request
+
+
+def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
+    """Return an ASGI application that runs ``handle(message)`` once per verified QStash delivery.
+
+    As ``wsgi_app``; ``handle`` may be a coroutine function (run on the event
+    loop), a plain one runs in a thread, as does the verification and the store.
+    """
+    door = _app_door(handle, options)
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+        if scope.get("type") == "lifespan":
+            return await _lifespan(receive, send)
+        if scope.get("type") != "http":
+            return None  # websockets: closed unanswered
+        started = time.perf_counter()
+        outcome, request = await _asgi_outcome(door, scope, receive)
+        if outcome is None:
+            return None  # the client went away before its body arrived
+        _app_record(door, outcome, request, "asgi", started)
+        answer = outcome.answer
+        body = _answer_bytes(answer, request.method if request else "")
+        headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return None
+
+    return app
 
 
 # --- command line --------------------------------------------------------------------

@@ -323,7 +323,7 @@ def test_two_requests_before_the_handler_and_one_after(
     monkeypatch.setattr(lambda_function, "handle", handle)
     call(delivery(f"msg_{uuid.uuid4()}"), capsys)  # builds the settings and the client
     calls.clear()
-    client = qstash_verify._settings_cache[0].settings.deduplicator._store._client  # type: ignore[union-attr]
+    client = qstash_verify._LAMBDA.cached.settings.deduplicator._store._client  # type: ignore[union-attr]
     client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
     call(delivery(f"msg_{uuid.uuid4()}"), capsys)
     assert calls == ["PutItem", "PutItem", "handle", "PutItem"]
