@@ -20,9 +20,9 @@ One file, Python 3.9+, no dependencies: vendor it into any project.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TTL_SECONDS",
     "MAX_TOKEN_BYTES",
-    "DEFAULT_MAX_BODY_BYTES",
     "Callback",
     "Claims",
     "ConfigurationError",
@@ -31,11 +31,13 @@ __all__ = [
     "DynamoDBStore",
     "EventError",
     "HttpRequest",
+    "Lease",
     "MemoryStore",
     "Message",
     "NonRetryableError",
     "Reason",
     "Receiver",
+    "RedisStore",
     "RetryLater",
     "SignatureError",
     "asgi_app",
@@ -728,18 +730,46 @@ def sign(
 
 # --- handled once: replays refused, duplicates skipped --------------------------------
 
+_HANDLING, _HANDLED = "handling", "handled"
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_OWNER_BYTES = 16
+# Seconds a claim holds when Lambda says no time remains: begin takes only positive leases.
+_MIN_LEASE_SECONDS = 0.001
+_INFINITY = float("inf")
+# KEYS[1]: the record; ARGV: the owner, then the new value and its expiry in ms, or nothing to delete it.
+_REDIS_SETTLE = """local v = redis.call('get', KEYS[1])
+if not v or string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then return 0 end
+if ARGV[2] then redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3]) else redis.call('del', KEYS[1]) end
+return 1"""
+
 
 class _Record(NamedTuple):
     """What a store keeps under a key: a token seen, a message being handled, or one handled."""
 
     state: str  # "seen", "handling" or "handled"
     expires_at: float  # seconds since the epoch; a record past it counts as absent
+    owner: str = ""  # the Lease.owner that wrote it
+
+
+class Lease(NamedTuple):
+    """A claim on a message, returned by ``Deduplicator.begin``: pass it to ``succeeded`` or ``failed``."""
+
+    key: str | None  # the message record's key; None when the delivery has no message id
+    owner: str  # random per claim: only its holder completes or releases it
+
+
+def _busy(now: float) -> _Record:
+    return _Record(_HANDLING, now + _STORE_RETRY_SECONDS)  # a record that cannot be read: retry later
+
+
+def _unavailable(store: str, error: str, action: str) -> DedupUnavailable:
+    return DedupUnavailable(f"{store} failed: {error} on {action}")  # never the error's text: it may hold items
 
 
 class MemoryStore:
     """A store in this process's memory: for one long-running server, and for tests.
 
-    Anything with more than one process (Lambda, gunicorn workers) needs ``DynamoDBStore``.
+    Anything with more than one process (Lambda, gunicorn workers) needs ``DynamoDBStore`` or ``RedisStore``.
     """
 
     def __init__(self) -> None:
@@ -765,13 +795,16 @@ class MemoryStore:
         self._records = {k: r for k, r in self._records.items() if r.expires_at > now}
         self._pruned_size = max(1024, len(self._records))
 
-    def replace(self, key: str, record: _Record) -> None:
+    def settle(self, key: str, owner: str, record: _Record | None, now: float) -> bool:
+        """Replace ``owner``'s record with ``record``, or delete it (None); False when ``owner`` holds none."""
         with self._lock:
-            self._records[key] = record
-
-    def delete(self, key: str) -> None:
-        with self._lock:
-            self._records.pop(key, None)
+            if key not in self._records or self._records[key].owner != owner:
+                return False
+            if record is None:
+                del self._records[key]
+            else:
+                self._records[key] = record
+            return True
 
 
 class DynamoDBStore:
@@ -779,7 +812,7 @@ class DynamoDBStore:
 
     ``client`` defaults to ``boto3.client("dynamodb")``, configured by the standard AWS
     environment (``AWS_ENDPOINT_URL_DYNAMODB`` included); boto3 is imported only here.
-    Every failure of the table raises DedupUnavailable.
+    Needs dynamodb:PutItem and dynamodb:DeleteItem.  Every failure of the table raises DedupUnavailable.
     """
 
     def __init__(self, table: str, *, client: Any = None) -> None:
@@ -788,38 +821,38 @@ class DynamoDBStore:
 
     def put_unless_live(self, key: str, record: _Record, now: float) -> _Record | None:
         """Store ``record`` unless a live one is there; return that one, or None when stored (one request)."""
+        old = self._write(
+            "put_item",
+            "attribute_not_exists(id) OR expires_at <= :now",
+            {":now": {"N": repr(now)}},
+            Item=_dynamodb_item(key, record),
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return None if old is None else _record_of(old, now)
+
+    def settle(self, key: str, owner: str, record: _Record | None, now: float) -> bool:
+        """Replace ``owner``'s record with ``record``, or delete it (None); False when ``owner`` holds none."""
+        operation, argument = ("delete_item", "Key") if record is None else ("put_item", "Item")
+        item = {"id": {"S": key}} if record is None else _dynamodb_item(key, record)
+        return self._write(operation, "holder = :owner", {":owner": {"S": owner}}, **{argument: item}) is None
+
+    def _write(self, operation: str, condition: str, values: Any, **arguments: Any) -> Mapping[str, Any] | None:
+        """None when written; the item there (maybe empty) when ``condition`` failed. Raises DedupUnavailable."""
         try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=_dynamodb_item(key, record),
-                ConditionExpression="attribute_not_exists(id) OR expires_at <= :now",
-                ExpressionAttributeValues={":now": {"N": repr(now)}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            getattr(self._client, operation)(
+                TableName=self._table, ConditionExpression=condition, ExpressionAttributeValues=values, **arguments
             )
         except Exception as err:  # noqa: BLE001 -- botocore's errors are not importable here
-            response = getattr(err, "response", None) or {}
-            if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise self._unavailable(err) from None
-            return _record_of(response.get("Item") or {})
+            code = (getattr(err, "response", None) or {}).get("Error", {}).get("Code")
+            if code == _CONDITION_FAILED:
+                return err.response.get("Item") or {}  # type: ignore[attr-defined]
+            action = "dynamodb:" + operation.title().replace("_", "")
+            raise _unavailable(f"the table {self._table}", str(code or type(err).__name__), action) from None
         return None
-
-    def replace(self, key: str, record: _Record) -> None:
-        self._call("put_item", TableName=self._table, Item=_dynamodb_item(key, record))
-
-    def delete(self, key: str) -> None:
-        self._call("delete_item", TableName=self._table, Key={"id": {"S": key}})
-
-    def _call(self, operation: str, **arguments: Any) -> None:
-        try:
-            getattr(self._client, operation)(**arguments)
-        except Exception as err:  # noqa: BLE001 -- any failure of the table is the same to us
-            raise self._unavailable(err) from None
-
-    def _unavailable(self, error: Exception) -> DedupUnavailable:
-        return DedupUnavailable(f"the table {self._table} failed: {type(error).__name__}")
 
 
 def _dynamodb_client() -> Any:
+    """boto3's DynamoDB client; raises ConfigurationError naming the setting at fault (never its value)."""
     try:
         import boto3  # noqa: PLC0415 -- in every Lambda runtime; only needed with a table
         from botocore.config import Config  # noqa: PLC0415
@@ -828,38 +861,110 @@ def _dynamodb_client() -> Any:
         raise ConfigurationError(f"{variable} is set but boto3 is not installed", variable=variable) from None
     # Fail fast: a table that does not answer must not eat the Lambda's time.
     config = Config(connect_timeout=2, read_timeout=3, retries={"total_max_attempts": 2, "mode": "standard"})
-    return boto3.client("dynamodb", config=config)
+    try:
+        return boto3.client("dynamodb", config=config)
+    except Exception as err:  # noqa: BLE001 -- the AWS settings are wrong: a bad endpoint URL, no region
+        raise _client_error(type(err).__name__) from None
+
+
+def _client_error(name: str) -> ConfigurationError:
+    # boto3 reads the region from AWS_DEFAULT_REGION (Lambda sets it), not AWS_REGION.
+    endpoint = next((v for v in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL") if v in os.environ), None)
+    variable = "AWS_DEFAULT_REGION" if "Region" in name else endpoint
+    where = variable or "the AWS configuration"
+    return _configuration_error(f"the DynamoDB client cannot be built ({name}): check {where}", variable)
 
 
 def _dynamodb_item(key: str, record: _Record) -> dict[str, Any]:
     # Whole seconds, as TTL wants them: a claim rounded down (it never outlasts the Lambda that
     # holds it), everything else rounded up (it is never forgotten early).
-    seconds = int(record.expires_at) + (record.state != "handling")
-    return {"id": {"S": key}, "state": {"S": record.state}, "expires_at": {"N": str(seconds)}}
+    seconds = int(record.expires_at) + (record.state != _HANDLING)
+    return {
+        "id": {"S": key},
+        "state": {"S": record.state},
+        "expires_at": {"N": str(seconds)},
+        "holder": {"S": record.owner},
+    }
 
 
-def _record_of(item: Mapping[str, Any]) -> _Record:
+def _record_of(item: Mapping[str, Any], now: float) -> _Record:
     try:
         return _Record(item["state"]["S"], float(item["expires_at"]["N"]))
     except (KeyError, TypeError, ValueError):
-        return _Record("handling", time.time() + _STORE_RETRY_SECONDS)  # unreadable: treat as busy
+        return _busy(now)
+
+
+class RedisStore:
+    """A Redis server shared by every process, through ``client``: redis-py's ``Redis`` or one with its interface.
+
+    Keys are ``prefix`` + the record's key, and expire with it.  A claim is one ``SET NX PX``;
+    completion and release are owner-checked Lua (``EVAL``).  Every client error raises DedupUnavailable.
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "qstash:") -> None:
+        self._client, self._prefix = client, prefix
+
+    def put_unless_live(self, key: str, record: _Record, now: float) -> _Record | None:
+        """Store ``record`` unless a live one is there; return that one, or None when stored."""
+        name = self._prefix + key
+        if self._call("set", name, _redis_value(record), nx=True, px=_milliseconds(record, now)):
+            return None
+        try:
+            owner, state, expires_at = _redis_text(self._call("get", name)).split(" ")
+            return _Record(state, float(expires_at), owner)
+        except (TypeError, ValueError):  # gone meanwhile, or not ours
+            return _busy(now)
+
+    def settle(self, key: str, owner: str, record: _Record | None, now: float) -> bool:
+        """Replace ``owner``'s record with ``record``, or delete it (None); False when ``owner`` holds none."""
+        value = () if record is None else (_redis_value(record), _milliseconds(record, now))
+        return bool(self._call("eval", _REDIS_SETTLE, 1, self._prefix + key, owner, *value) == 1)
+
+    def _call(self, command: str, *arguments: Any, **options: Any) -> Any:
+        try:
+            return getattr(self._client, command)(*arguments, **options)
+        except Exception as err:  # noqa: BLE001 -- any failure of the server is the same to us
+            raise _unavailable("Redis", type(err).__name__, command.upper()) from None
+
+
+def _redis_value(record: _Record) -> str:
+    return f"{record.owner} {record.state} {record.expires_at!r}"
+
+
+def _milliseconds(record: _Record, now: float) -> int:
+    return max(1, int((record.expires_at - now) * 1000))
+
+
+def _redis_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    raise TypeError("no record")
+
+
+def _positive(value: object, option: str) -> float:
+    if type(value) not in _NUMBER or not 0 < value < _INFINITY:  # type: ignore[operator]  # NaN fails too
+        raise ValueError(f"{option} must be a positive, finite number of seconds")
+    return value  # type: ignore[return-value]
 
 
 class Deduplicator:
     """Runs your code once per QStash message and refuses replayed tokens, with a store shared by your processes.
 
     ``ttl`` is how long a handled message is remembered (seconds); ``lease`` how long
-    a claim holds when the caller gives none.  See ``begin`` and ``once``.
+    a claim holds when the caller gives none.  Both positive and finite, else ValueError.
+    A message is recorded by its id and its signed body hash.  See ``begin`` and ``once``.
     """
 
     def __init__(
         self,
-        store: MemoryStore | DynamoDBStore,
+        store: MemoryStore | DynamoDBStore | RedisStore,
         *,
         ttl: float = _DEFAULT_DEDUP_TTL_SECONDS,
         lease: float = _DEFAULT_LEASE_SECONDS,
     ) -> None:
-        self._store, self._ttl, self._lease = store, ttl, lease
+        self._store, self._ttl, self._lease = store, _positive(ttl, "ttl"), _positive(lease, "lease")
 
     def begin(
         self,
@@ -869,36 +974,40 @@ class Deduplicator:
         lease: float | None = None,
         clock_tolerance: float = 0,
         now: float | None = None,
-    ) -> bool:
-        """Claim a verified delivery: True to run your code, False for a message already handled.
+    ) -> Lease | None:
+        """Claim a verified delivery: a Lease to run your code, None for a message already handled.
 
         Raises SignatureError (``replayed``) for a token seen before, RetryLater while
-        another process handles the message (until its lease ends), DedupUnavailable
-        when the store fails.  Two store requests; then call ``succeeded`` or ``failed``.
+        another holder's lease is live, DedupUnavailable when the store fails, ValueError
+        for a bad ``lease``.  Two store requests; then call ``succeeded`` or ``failed``.
         """
         moment = _current_time(now)
-        token = _Record("seen", claims.expires_at + clock_tolerance)
+        seconds = self._lease if lease is None else _positive(lease, "lease")
+        key = None if message_id is None else _message_key(message_id, claims.body_hash)
+        held = Lease(key, os.urandom(_OWNER_BYTES).hex())
+        token = _Record("seen", claims.expires_at + clock_tolerance, held.owner)
         if self._store.put_unless_live(_token_key(claims), token, moment) is not None:
             raise SignatureError(Reason.REPLAYED, "this token was delivered before")
-        if message_id is None:
-            return True  # nothing to key on: run, as QStash would deliver it
-        claim = _Record("handling", moment + (self._lease if lease is None else lease))
-        existing = self._store.put_unless_live(_message_key(message_id), claim, moment)
+        if key is None:
+            return held  # nothing to key on: run, as QStash would deliver it
+        existing = self._store.put_unless_live(key, _Record(_HANDLING, moment + seconds, held.owner), moment)
         if existing is None:
-            return True
-        if existing.state == "handled":
-            return False
+            return held
+        if existing.state == _HANDLED:
+            return None
         raise RetryLater(min(max(existing.expires_at - moment, 1), _MAX_RETRY_AFTER_SECONDS))
 
-    def succeeded(self, message_id: str | None, *, now: float | None = None) -> None:
-        """Remember the message as handled for ``ttl`` seconds (one store request)."""
-        if message_id is not None:
-            self._store.replace(_message_key(message_id), _Record("handled", _current_time(now) + self._ttl))
+    def succeeded(self, lease: Lease, *, now: float | None = None) -> bool:
+        """Remember the message as handled for ``ttl`` seconds: True unless the claim was lost (one request)."""
+        moment = _current_time(now)
+        return self._settle(lease, _Record(_HANDLED, moment + self._ttl, lease.owner), moment)
 
-    def failed(self, message_id: str | None) -> None:
-        """Release the claim, so QStash's retry runs your code again (one store request)."""
-        if message_id is not None:
-            self._store.delete(_message_key(message_id))
+    def failed(self, lease: Lease) -> bool:
+        """Release the claim, so QStash's retry runs your code: True unless it was lost (one request)."""
+        return self._settle(lease, None, 0)
+
+    def _settle(self, lease: Lease, record: _Record | None, now: float) -> bool:
+        return lease.key is None or self._store.settle(lease.key, lease.owner, record, now)
 
     def once(self, claims: Claims, message_id: str | None, **options: Any) -> _Once:
         """``with deduplicator.once(claims, message_id) as fresh: if fresh: ...``: begin, then
@@ -909,19 +1018,19 @@ class Deduplicator:
 class _Once:
     def __init__(self, guard: Deduplicator, claims: Claims, message_id: str | None, options: dict[str, Any]) -> None:
         self._guard, self._claims, self._message_id, self._options = guard, claims, message_id, options
-        self._claimed = False
+        self._lease: Lease | None = None
 
     def __enter__(self) -> bool:
-        self._claimed = self._guard.begin(self._claims, self._message_id, **self._options)
-        return self._claimed
+        self._lease = self._guard.begin(self._claims, self._message_id, **self._options)
+        return self._lease is not None
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
-        if not self._claimed:
+        if self._lease is None:
             return
         if kind is None:
-            self._guard.succeeded(self._message_id, now=self._options.get("now"))
+            self._guard.succeeded(self._lease, now=self._options.get("now"))
         else:
-            self._guard.failed(self._message_id)
+            self._guard.failed(self._lease)
 
 
 def _token_key(claims: Claims) -> str:
@@ -930,8 +1039,9 @@ def _token_key(claims: Claims) -> str:
     return "token#" + _keyed(identity)
 
 
-def _message_key(message_id: str) -> str:
-    return "message#" + _keyed(message_id)
+def _message_key(message_id: str, body_hash: str) -> str:
+    # The id is not signed: with the signed body hash beside it, no token makes another body a duplicate.
+    return "message#" + _keyed(f"{message_id}#{body_hash}")
 
 
 def _keyed(value: str) -> str:
@@ -1512,6 +1622,8 @@ def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
 def _deduplicator(env: Mapping[str, str]) -> Deduplicator | None:
     table = _optional(env, _DEDUP_TABLE_VARIABLE)
     ttl = _seconds(env, _DEDUP_TTL_VARIABLE, _DEFAULT_DEDUP_TTL_SECONDS)
+    if table and not ttl:
+        raise _configuration_error(f"{_DEDUP_TTL_VARIABLE} must be seconds > 0", _DEDUP_TTL_VARIABLE)
     return Deduplicator(DynamoDBStore(table), ttl=ttl) if table else None
 
 
@@ -1559,7 +1671,8 @@ class _Config:
     __slots__ = ("cached", "options")
 
     def __init__(self, options: _Options) -> None:
-        self.options, self.cached = options, None
+        self.options = options
+        self.cached: _Cached | None = None
 
     def settings(self, env: Mapping[str, str]) -> _Settings:
         cached: _Cached | None = self.cached
@@ -1597,7 +1710,7 @@ def verify_lambda_event(
     QSTASH_URL when set, else the one rebuilt from the event (on QSTASH_BASE_URL
     when set).  Raises EventError, ConfigurationError or SignatureError.
     """
-    request = _lambda_request(event, _http_door(event))
+    request = _lambda_request(event, _http_door(event))  # type: ignore[arg-type]
     return _verify_request(request, _LAMBDA.settings(os.environ if environ is None else environ), now)
 
 
@@ -1740,7 +1853,7 @@ def _admit(
         guard = settings.deduplicator
         if guard is None:
             return _Admitted(message)
-        tolerance = settings.clock_tolerance
+        tolerance, lease = settings.clock_tolerance, lease if lease is None else max(lease, _MIN_LEASE_SECONDS)
         claim = guard.begin(message.claims, message.message_id, lease=lease, clock_tolerance=tolerance, now=now)
     except (*_REFUSED, ConfigurationError) as err:
         return _refusal(err)
@@ -1789,7 +1902,13 @@ def _run(handler: Handler, message: Message) -> _Outcome:
 
 
 def _serve(
-    request: _Incoming, handler: Handler, config: _Config, env: Mapping[str, str], now: float | None, lease: float | None
+    request: _Incoming,
+    handler: Handler,
+    config: _Config,
+    env: Mapping[str, str],
+    *,
+    now: float | None,
+    lease: float | None,
 ) -> _Outcome:
     """The whole pipeline for a request a door has read."""
     admitted = _admit(request, config, env, now, lease)
@@ -1884,7 +2003,7 @@ def serve_lambda(
     except EventError as err:
         outcome = _bad_request(err, "bad_request" if door else "not_http_event")
     else:
-        outcome = _serve(request, handler, _LAMBDA, env, now, _lease(context))
+        outcome = _serve(request, handler, _LAMBDA, env, now=now, lease=_lease(context))
     record = _log_record(outcome, request, door and door.name, _request_id(context), started)
     print(_json_text(record._asdict()), flush=True)
     return _response(door, outcome.answer)
@@ -1941,16 +2060,16 @@ def _answer_bytes(answer: _Answer, method: str) -> bytes:
     return b"" if method == "HEAD" else body
 
 
-class _TooLarge(EventError):
+class _BodyTooLargeError(EventError):
     """The body is over the app's limit."""
 
 
-def _too_large(limit: int) -> _TooLarge:
-    return _TooLarge(f"the body is over {limit} bytes (max_body_bytes)")
+def _too_large(limit: int) -> _BodyTooLargeError:
+    return _BodyTooLargeError(f"the body is over {limit} bytes (max_body_bytes)")
 
 
 def _content_length(value: object, limit: int) -> int | None:
-    """A request's Content-Length, None when absent; EventError when malformed, _TooLarge over the limit."""
+    """A request's Content-Length, None when absent; EventError when malformed, _BodyTooLargeError over the limit."""
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not (value.isascii() and value.isdigit()):
@@ -1990,12 +2109,12 @@ def _wsgi_body(environ: Mapping[str, Any], limit: int) -> bytes:
 def _wsgi_outcome(door: _AppDoor, environ: Mapping[str, Any]) -> tuple[_Outcome, _Incoming | None]:
     try:
         request = _wsgi_request(environ, _wsgi_body(environ, door.max_body))
-    except _TooLarge as err:
+    except _BodyTooLargeError as err:
         return _bad_request(err, "body_too_large", 413), None
     except EventError as err:
         return _bad_request(err), None
     env = os.environ if door.environ is None else door.environ
-    return _serve(request, door.handle, door.config, env, door.now, None), request
+    return _serve(request, door.handle, door.config, env, now=door.now, lease=None), request
 
 
 def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
@@ -2024,7 +2143,7 @@ def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Calla
 
 
 async def _asgi_body(scope: Mapping[str, Any], receive: Callable[[], Any], limit: int) -> bytes | None:
-    """The request body, None when the client went away; _TooLarge over the limit."""
+    """The request body, None when the client went away; _BodyTooLargeError over the limit."""
     declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
     _content_length(declared.decode("latin-1") if isinstance(declared, bytes) else declared, limit)
     chunks, size = [], 0
@@ -2087,7 +2206,7 @@ async def _asgi_outcome(
         if body is None:
             return None, None
         request = _asgi_request(scope, body)
-    except _TooLarge as err:
+    except _BodyTooLargeError as err:
         return _bad_request(err, "body_too_large", 413), None
     except EventError as err:
         return _bad_request(err), None

