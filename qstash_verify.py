@@ -2117,6 +2117,25 @@ def _wsgi_outcome(door: _AppDoor, environ: Mapping[str, Any]) -> tuple[_Outcome,
     return _serve(request, door.handle, door.config, env, now=door.now, lease=None), request
 
 
+class _WSGIApp:
+    """A WSGI application for one QStash endpoint (see ``wsgi_app``)."""
+
+    __slots__ = ("_door",)
+
+    def __init__(self, door: _AppDoor) -> None:
+        self._door = door
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        started = time.perf_counter()
+        outcome, request = _wsgi_outcome(self._door, environ)
+        _app_record(self._door, outcome, request, "wsgi", started)
+        answer = outcome.answer
+        body = _answer_bytes(answer, request.method if request else "")
+        headers = [*answer.headers.items(), ("Content-Length", str(len(body)))]
+        start_response(f"{answer.status} {_reason_phrase(answer.status)}", headers)
+        return [body]
+
+
 def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
     """Return a WSGI application that runs ``handle(message)`` once per verified QStash delivery.
 
@@ -2127,19 +2146,7 @@ def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Calla
     variables.  One JSON record per request goes to the logger ``qstash_verify``.
     Raises TypeError or ValueError for a bad option, ConfigurationError for a bad ``base_url``.
     """
-    door = _app_door(handle, options)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        started = time.perf_counter()
-        outcome, request = _wsgi_outcome(door, environ)
-        _app_record(door, outcome, request, "wsgi", started)
-        answer = outcome.answer
-        body = _answer_bytes(answer, request.method if request else "")
-        headers = [*answer.headers.items(), ("Content-Length", str(len(body)))]
-        start_response(f"{answer.status} {_reason_phrase(answer.status)}", headers)
-        return [body]
-
-    return app
+    return _WSGIApp(_app_door(handle, options))
 
 
 async def _asgi_body(scope: Mapping[str, Any], receive: Callable[[], Any], limit: int) -> bytes | None:
@@ -2213,24 +2220,24 @@ async def _asgi_outcome(
     return await _serve_async(door, request), request
 
 
-def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
-    """Return an ASGI application that runs ``handle(message)`` once per verified QStash delivery.
+class _ASGIApp:
+    """An ASGI application for one QStash endpoint (see ``asgi_app``)."""
 
-    As ``wsgi_app``; ``handle`` may be a coroutine function (run on the event
-    loop), a plain one runs in a thread, as does the verification and the store.
-    """
-    door = _app_door(handle, options)
+    __slots__ = ("_door",)
 
-    async def app(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
+    def __init__(self, door: _AppDoor) -> None:
+        self._door = door
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
         if scope.get("type") == "lifespan":
             return await _lifespan(receive, send)
         if scope.get("type") != "http":
             return None  # websockets: closed unanswered
         started = time.perf_counter()
-        outcome, request = await _asgi_outcome(door, scope, receive)
+        outcome, request = await _asgi_outcome(self._door, scope, receive)
         if outcome is None:
             return None  # the client went away before its body arrived
-        _app_record(door, outcome, request, "asgi", started)
+        _app_record(self._door, outcome, request, "asgi", started)
         answer = outcome.answer
         body = _answer_bytes(answer, request.method if request else "")
         headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
@@ -2238,7 +2245,14 @@ def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
         await send({"type": "http.response.body", "body": body})
         return None
 
-    return app
+
+def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
+    """Return an ASGI application that runs ``handle(message)`` once per verified QStash delivery.
+
+    As ``wsgi_app``; ``handle`` may be a coroutine function (run on the event
+    loop), a plain one runs in a thread, as do the verification and the store.
+    """
+    return _ASGIApp(_app_door(handle, options))
 
 
 # --- command line --------------------------------------------------------------------

@@ -1,0 +1,26 @@
+"""Receive QStash in Starlette: `uvicorn examples.starlette_app:app`.
+
+Everything under /qstash (POST /qstash, POST /qstash/<path>) goes to qstash_verify's ASGI app.
+Set QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY; behind a proxy or on a public
+domain, QSTASH_BASE_URL=https://hooks.example.com (see README.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # where qstash_verify.py is
+
+from qstash_verify import Message, asgi_app
+
+
+async def handle(message: Message) -> object:
+    return "ok"  # message.json(), message.message_id, ...: your code here
+
+
+hooks = asgi_app(handle)
+app = Starlette(routes=[Route("/qstash", hooks), Mount("/qstash", hooks)])
