@@ -511,6 +511,7 @@ def _key_bytes(key: object) -> bytes:
     encoded = _encoded(key, "utf-8", "surrogateescape")
     if encoded is None:
         raise ConfigurationError("a signing key must be valid text (it holds a lone surrogate)")
+    _checked_key(key)
     return encoded
 
 
@@ -642,11 +643,30 @@ def _required(env: Mapping[str, str], variable: str) -> str:
     return value
 
 
+def _checked_key(key: str, *, variable: str | None = None) -> str:
+    """``key``, unless copying mangled it (it would fail every delivery as bad_signature).
+
+    Raises ConfigurationError naming ``variable`` and the slip, never the key.
+    """
+    if key != key.strip():
+        slip = "starts or ends with whitespace"
+    elif key[0] in "\"'" or key[-1] in "\"'":
+        slip = "starts or ends with a quote"
+    elif re.search("[\x00-\x1f\x7f-\x9f]", key):
+        slip = "holds a control character"
+    else:
+        return key
+    name = variable or "a signing key"
+    raise ConfigurationError(f"{name} {slip}: copy the key again without it", variable=variable)
+
+
 def _key_pair(env: Mapping[str, str], prefix: str) -> tuple[str, str] | None:
     """The current and next keys under ``prefix``; None when neither is set, an error when one is missing."""
-    if not _optional(env, prefix + _CURRENT_KEY_VARIABLE) and not _optional(env, prefix + _NEXT_KEY_VARIABLE):
+    current, following = prefix + _CURRENT_KEY_VARIABLE, prefix + _NEXT_KEY_VARIABLE
+    if not _optional(env, current) and not _optional(env, following):
         return None
-    return _required(env, prefix + _CURRENT_KEY_VARIABLE), _required(env, prefix + _NEXT_KEY_VARIABLE)
+    current_key = _checked_key(_required(env, current), variable=current)
+    return current_key, _checked_key(_required(env, following), variable=following)
 
 
 def _region_of(header: str | None) -> str | None:
@@ -656,10 +676,12 @@ def _region_of(header: str | None) -> str | None:
 
 
 def _primary_region(env: Mapping[str, str]) -> str:
+    """QSTASH_REGION, spelled exactly as Upstash's docs and the regional key variables spell it."""
     value = _optional(env, _REGION_VARIABLE)
-    if value and _region_of(value) is None:
-        raise ConfigurationError(f"{_REGION_VARIABLE} must be one of {', '.join(_REGIONS)}", variable=_REGION_VARIABLE)
-    return _region_of(value) or ""
+    if value and value not in _REGIONS:
+        message = f"{_REGION_VARIABLE} must be {' or '.join(_REGIONS)}, exactly (not the header's us-east-1)"
+        raise ConfigurationError(message, variable=_REGION_VARIABLE)
+    return value
 
 
 def _signing_keys(env: Mapping[str, str]) -> dict[str | None, tuple[str, str]]:
