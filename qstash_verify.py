@@ -19,6 +19,7 @@ One file, Python 3.9+, no dependencies: vendor it into any project.
 
 from __future__ import annotations
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 __all__ = [
     "DEFAULT_TTL_SECONDS",
     "MAX_TOKEN_BYTES",
