@@ -44,3 +44,11 @@ def test_pip_installs_the_module_alone_with_no_dependencies_and_the_command() ->
     assert any("Python :: 3.9" in c for c in meta["classifiers"])  # type: ignore[attr-defined]
     assert 'name = "qstash_verify"' in PYPROJECT.split("[tool.flit.module]")[1]
     assert 'build-backend = "flit_core.buildapi"' in PYPROJECT
+
+
+def test_the_console_script_target_returns_an_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        qstash_verify._main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.split()[-1] == qstash_verify.__version__
+    assert qstash_verify._main(["sign", "--url", "u", "--body", "", "--key", " k"]) == 2
