@@ -9,13 +9,19 @@ BENCH_VENV := .venv-bench
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-test: ## run the test suite (first creates .venv with pinned pytest if pytest is missing)
+test: ## run the test suite (without pytest at hand: in .venv, made once with the pinned pytest)
 	@if $(PYTHON) -c 'import pytest' 2>/dev/null; then \
 		$(PYTHON) -m pytest; \
 	else \
-		echo "pytest not found: installing dev/requirements.txt into $(VENV)"; \
-		$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install -q -r dev/requirements.txt && $(VENV)/bin/python -m pytest; \
+		$(MAKE) -s $(VENV)/.requirements && $(VENV)/bin/python -m pytest; \
 	fi
+
+# Made once, and again only when dev/requirements.txt changes.
+$(VENV)/.requirements: dev/requirements.txt
+	@echo "pytest not found: installing dev/requirements.txt into $(VENV)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r dev/requirements.txt
+	@cp dev/requirements.txt $@
 
 test-all: ## run the suite on every Python 3.9-3.14 found here
 	@bash dev/test_all.sh
