@@ -19,6 +19,7 @@ One file, Python 3.9+, no dependencies: vendor it into any project.
 
 from __future__ import annotations
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TTL_SECONDS",
@@ -527,6 +528,7 @@ def _key_bytes(key: object) -> bytes:
     encoded = _encoded(key, "utf-8", "surrogateescape")
     if encoded is None:
         raise ConfigurationError("a signing key must be valid text (it holds a lone surrogate)")
+    _checked_key(key)
     return encoded
 
 
@@ -658,11 +660,30 @@ def _required(env: Mapping[str, str], variable: str) -> str:
     return value
 
 
+def _checked_key(key: str, *, variable: str | None = None) -> str:
+    """``key``, unless copying mangled it (it would fail every delivery as bad_signature).
+
+    Raises ConfigurationError naming ``variable`` and the slip, never the key.
+    """
+    if key != key.strip():
+        slip = "starts or ends with whitespace"
+    elif key[0] in "\"'" or key[-1] in "\"'":
+        slip = "starts or ends with a quote"
+    elif re.search("[\x00-\x1f\x7f-\x9f]", key):
+        slip = "holds a control character"
+    else:
+        return key
+    name = variable or "a signing key"
+    raise ConfigurationError(f"{name} {slip}: copy the key again without it", variable=variable)
+
+
 def _key_pair(env: Mapping[str, str], prefix: str) -> tuple[str, str] | None:
     """The current and next keys under ``prefix``; None when neither is set, an error when one is missing."""
-    if not _optional(env, prefix + _CURRENT_KEY_VARIABLE) and not _optional(env, prefix + _NEXT_KEY_VARIABLE):
+    current, following = prefix + _CURRENT_KEY_VARIABLE, prefix + _NEXT_KEY_VARIABLE
+    if not _optional(env, current) and not _optional(env, following):
         return None
-    return _required(env, prefix + _CURRENT_KEY_VARIABLE), _required(env, prefix + _NEXT_KEY_VARIABLE)
+    current_key = _checked_key(_required(env, current), variable=current)
+    return current_key, _checked_key(_required(env, following), variable=following)
 
 
 def _region_of(header: str | None) -> str | None:
@@ -672,10 +693,12 @@ def _region_of(header: str | None) -> str | None:
 
 
 def _primary_region(env: Mapping[str, str]) -> str:
+    """QSTASH_REGION, spelled exactly as Upstash's docs and the regional key variables spell it."""
     value = _optional(env, _REGION_VARIABLE)
-    if value and _region_of(value) is None:
-        raise ConfigurationError(f"{_REGION_VARIABLE} must be one of {', '.join(_REGIONS)}", variable=_REGION_VARIABLE)
-    return _region_of(value) or ""
+    if value and value not in _REGIONS:
+        message = f"{_REGION_VARIABLE} must be {' or '.join(_REGIONS)}, exactly (not the header's us-east-1)"
+        raise ConfigurationError(message, variable=_REGION_VARIABLE)
+    return value
 
 
 def _signing_keys(env: Mapping[str, str]) -> dict[str | None, tuple[str, str]]:
@@ -2266,19 +2289,30 @@ def _read_body(args: Any) -> bytes:
             return file.read()
     if sys.stdin is None:  # started with stdin closed
         raise OSError("no body: stdin is closed; give --body or --body-file")
+    if sys.stdin.isatty():
+        print("reading the body from standard input, up to Ctrl-D (or give --body or --body-file)", file=sys.stderr)
     return sys.stdin.buffer.read()
 
 
+def _cli_key(value: str | None, option: str) -> str | None:
+    """A key option's value, checked as the environment's keys are (the error names the option)."""
+    if value:
+        _checked_key(value, variable=option)
+    return value
+
+
 def _cli_receiver(args: Any) -> Receiver:
-    if args.next_key and not args.current_key:
+    current, following = _cli_key(args.current_key, "--current-key"), _cli_key(args.next_key, "--next-key")
+    if following and not current:
         raise ConfigurationError("--next-key needs --current-key")
-    if args.current_key:
-        return Receiver(args.current_key, args.next_key or None)
+    if current:
+        return Receiver(current, following or None)
     return Receiver.from_env(region=args.region)
 
 
 def _cli_sign(args: Any) -> int:
-    key = args.key or _required(os.environ, _CURRENT_KEY_VARIABLE)
+    variable = _CURRENT_KEY_VARIABLE
+    key = _cli_key(args.key, "--key") or _checked_key(_required(os.environ, variable), variable=variable)
     print(sign(key, url=args.url, body=_read_body(args), ttl=args.ttl))
     return 0
 
@@ -2312,18 +2346,25 @@ def _print_rejection(err: SignatureError, signature: str) -> None:
 
 def _cli_verify(args: Any) -> int:
     receiver = _cli_receiver(args)
-    now = _issue_time(args.signature) if args.at_issue else None
+    issued = _issue_time(args.signature) if args.at_issue else None
     body = _read_body(args)
+    moment = time.time() if issued is None else issued
     try:
         claims = receiver.verify(
-            signature=args.signature, body=body, url=args.url, clock_tolerance=args.clock_tolerance, now=now
+            signature=args.signature, body=body, url=args.url, clock_tolerance=args.clock_tolerance, now=moment
         )
     except SignatureError as err:
         _print_rejection(err, args.signature)
         return 1
     if args.url is None:
         print("note: no --url given, so the URL was NOT checked", file=sys.stderr)
-    result = {"verified": True, "url_checked": args.url is not None, "as_of": "issue" if now else "now"}
+    result = {
+        "verified": True,
+        "url_checked": args.url is not None,
+        "as_of": moment,
+        "as_of_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+        "as_of_source": "now" if issued is None else "issue",
+    }
     print(json.dumps({**result, "claims": claims._asdict()}, indent=2))
     return 0
 
@@ -2331,28 +2372,44 @@ def _cli_verify(args: Any) -> int:
 def _parser() -> Any:
     import argparse  # noqa: PLC0415 -- the CLI only: keeps `import qstash_verify` fast
 
-    parser = argparse.ArgumentParser(prog="qstash_verify.py", description=__doc__.split("\n\n")[0])
+    shape: dict[str, Any] = {"formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], **shape)
+    keys, hook = f"${_CURRENT_KEY_VARIABLE} and ${_NEXT_KEY_VARIABLE}", "--url https://example.com/api/hook"
+    shape["epilog"] = parser.epilog = f"""examples:
+  export {_CURRENT_KEY_VARIABLE}=sig_... {_NEXT_KEY_VARIABLE}=sig_...
+  TOKEN=$({parser.prog} sign {hook} --body '{{"id":1}}')
+  {parser.prog} verify --signature "$TOKEN" {hook} --body '{{"id":1}}'
+  {parser.prog} verify --signature "$TOKEN" {hook} --at-issue < body.json
+
+keys: from {keys} (with $QSTASH_REGION, that
+  region's) unless given as --key, --current-key or --next-key: options are visible to
+  other local users in the process list (ps, /proc); the environment is not.
+
+exit status: 0 signed, or verified (claims on stdout); 1 rejected (the failed check on
+  stderr); 2 usage or configuration error."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    signer = commands.add_parser("sign", help="print a token for a URL and body, as QStash would send it")
-    signer.add_argument("--key", help=f"signing key (default: ${_CURRENT_KEY_VARIABLE})")
-    signer.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds the token is valid")
-    verifier = commands.add_parser("verify", help="verify a token: print its claims, or the check that failed")
+    signer = commands.add_parser("sign", help="print a token for a URL and body, as QStash would send it", **shape)
+    visible = "visible to other local users: prefer the default"
+    signer.add_argument("--key", help=f"signing key ({visible}, ${_CURRENT_KEY_VARIABLE})")
+    signer.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime, seconds (default: %(default)s)")
+    verifier = commands.add_parser("verify", help="verify a token: print its claims, or the check that failed", **shape)
     verifier.add_argument("--signature", required=True, help="the Upstash-Signature header value")
-    verifier.add_argument("--current-key", help=f"signing key (default: ${_CURRENT_KEY_VARIABLE})")
-    verifier.add_argument("--next-key", help=f"next signing key, with --current-key (default: ${_NEXT_KEY_VARIABLE})")
+    verifier.add_argument("--current-key", help=f"signing key ({visible}, {keys})")
+    verifier.add_argument("--next-key", help=f"next signing key, with --current-key ({visible})")
     verifier.add_argument("--region", help="the Upstash-Region header, with QSTASH_REGION set")
-    verifier.add_argument("--clock-tolerance", type=float, default=0.0, help="seconds of clock skew allowed")
-    verifier.add_argument("--at-issue", action="store_true", help="check a captured token as of its iat (not now)")
+    verifier.add_argument("--clock-tolerance", type=float, default=0, help="seconds of skew allowed (default: 0)")
+    verifier.add_argument("--at-issue", action="store_true", help="check a captured token as of its iat, not now")
     for command in (signer, verifier):
         command.add_argument("--url", required=command is signer, help="the URL QStash was asked to call")
         source = command.add_mutually_exclusive_group()
         source.add_argument("--body", help="the raw body as text")
-        source.add_argument("--body-file", default="-", help="file holding the raw body ('-': stdin, the default)")
+        source.add_argument("--body-file", default="-", help="file holding the raw body (default: -, stdin)")
     return parser
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 verified or signed, 1 rejected, 2 usage)."""
+    """Run the command line (also the ``qstash-verify`` command): 0 verified or signed, 1 rejected, 2 usage."""
     args = _parser().parse_args(argv)
     try:
         return _cli_sign(args) if args.command == "sign" else _cli_verify(args)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import NOW
+from conftest import NOW, error_of, invoke, signed_event
 
 from qstash_verify import ConfigurationError, Reason, Receiver, SignatureError, sign
 
@@ -121,3 +123,91 @@ def test_missing_configuration_names_the_variable(environ: dict[str, str], regio
 def test_region_of_the_wrong_type_is_a_type_error_naming_region(region: object) -> None:
     with pytest.raises(TypeError, match="region"):
         Receiver.from_env(region=region, environ=MULTI)  # type: ignore[arg-type]
+
+
+# A key mangled in copying (whitespace or quotes around it, a control character in it) would fail every
+# delivery as bad_signature: it is refused at configuration, naming the variable, never showing the key.
+SECRET = "sig_SECRET_3Fh7Kq9Lm2Np4Rs6"
+KEY_SLIPS = [
+    (SECRET + " ", "whitespace"),
+    (SECRET + "\n", "whitespace"),
+    (SECRET + "\r\n", "whitespace"),
+    (" " + SECRET, "whitespace"),
+    ("\t" + SECRET, "whitespace"),
+    (SECRET + "\u00a0", "whitespace"),
+    (f'"{SECRET}"', "quote"),
+    (f"'{SECRET}'", "quote"),
+    (f'"{SECRET}', "quote"),
+    (f"{SECRET}'", "quote"),
+    (SECRET[:8] + "\x00" + SECRET[8:], "control character"),
+    (SECRET[:8] + "\x1b" + SECRET[8:], "control character"),
+    (SECRET[:8] + "\x7f" + SECRET[8:], "control character"),
+    (SECRET[:8] + "\x85" + SECRET[8:], "control character"),
+    (SECRET[:8] + "\n" + SECRET[8:], "control character"),
+]
+SLIPPED_VARIABLES = [
+    ("QSTASH_CURRENT_SIGNING_KEY", SINGLE),
+    ("QSTASH_NEXT_SIGNING_KEY", SINGLE),
+    ("EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY", MULTI),
+]
+
+
+def assert_names_the_slip_not_the_key(error: ConfigurationError, what: str) -> None:
+    text = str(error) + repr(error) + repr(error.args)
+    assert what in text
+    assert SECRET[4:] not in text
+    assert SECRET[8:] not in text
+
+
+@pytest.mark.parametrize(("key", "what"), KEY_SLIPS)
+@pytest.mark.parametrize(("variable", "environ"), SLIPPED_VARIABLES)
+def test_a_key_mangled_in_copying_is_refused_naming_the_variable(
+    key: str, what: str, variable: str, environ: dict[str, str]
+) -> None:
+    for region in (None, "eu-central-1"):
+        with pytest.raises(ConfigurationError) as caught:
+            Receiver.from_env(region=region, environ={**environ, variable: key})
+        assert caught.value.variable == variable
+        assert variable in str(caught.value)
+        assert_names_the_slip_not_the_key(caught.value, what)
+
+
+@pytest.mark.parametrize(("key", "what"), KEY_SLIPS)
+def test_a_key_mangled_in_copying_is_refused_by_receiver_and_sign(key: str, what: str) -> None:
+    for call in (lambda: Receiver(key), lambda: Receiver(DEFAULT, key), lambda: sign(key, url="u", body=b"")):
+        with pytest.raises(ConfigurationError) as caught:
+            call()
+        assert caught.value.variable is None
+        assert_names_the_slip_not_the_key(caught.value, what)
+
+
+@pytest.mark.parametrize("key", ["sig_with inner space", "sig_quote'inside", "k", "sig_\u00e9t\u00e9", "sig_\udcff"])
+def test_keys_without_a_slip_are_accepted(key: str) -> None:
+    assert accepts(Receiver.from_env(environ={**SINGLE, "QSTASH_CURRENT_SIGNING_KEY": key}), key)
+
+
+@pytest.mark.parametrize(("key", "what"), KEY_SLIPS[:3] + KEY_SLIPS[6:7] + KEY_SLIPS[10:11])
+def test_lambda_answers_500_for_a_mangled_key_and_logs_the_variable(
+    key: str, what: str, lambda_keys: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QSTASH_NEXT_SIGNING_KEY", key.replace("\x00", "\x01"))  # the environment holds no NUL
+    response, log = invoke(signed_event("function_url"), capsys)
+    assert (response["statusCode"], error_of(response)) == (500, "server_misconfigured")
+    assert (log["outcome"], log["variable"]) == ("misconfigured", "QSTASH_NEXT_SIGNING_KEY")
+    assert what in log["detail"]
+    assert SECRET[8:] not in json.dumps(log) + json.dumps(response)
+
+
+# QSTASH_REGION takes exactly the names Upstash's docs give, the ones the regional key variables begin with.
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-1", "us_east_1", "US-EAST-1", " US_EAST_1", "US_EAST_1\n"])
+def test_qstash_region_in_any_other_spelling_is_a_configuration_error(region: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Receiver.from_env(environ={**MULTI, "QSTASH_REGION": region})
+    assert caught.value.variable == "QSTASH_REGION"
+    assert "US_EAST_1" in str(caught.value)
+    assert "EU_CENTRAL_1" in str(caught.value)
+
+
+@pytest.mark.parametrize(("region", "key"), [("US_EAST_1", US), ("EU_CENTRAL_1", EU)])
+def test_qstash_region_as_upstash_spells_it_selects_the_primary_region(region: str, key: str) -> None:
+    assert accepts(Receiver.from_env(environ={**MULTI, "QSTASH_REGION": region}), key)
