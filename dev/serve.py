@@ -193,8 +193,19 @@ def make_server(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     return DevServer((host, port), LambdaRequestHandler)
 
 
+def port_from(value: str) -> int:
+    """PORT as a TCP port number (0 picks a free one); ValueError says what is wrong."""
+    if not (value.isascii() and value.isdigit() and int(value) <= 65535):
+        raise ValueError(f"PORT must be a whole number from 0 to 65535, not {value!r}")
+    return int(value)
+
+
 def main() -> int:
-    port = int(os.environ.get("PORT", DEFAULT_PORT))
+    try:
+        port = port_from(os.environ.get("PORT") or str(DEFAULT_PORT))
+    except ValueError as err:
+        print(f"{err}: try `make serve PORT=9000`", file=sys.stderr)
+        return 2
     if use_dev_keys_if_unconfigured():
         print("No signing keys configured: using QStash's local dev server keys (never use them in production).")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -250,3 +251,22 @@ def test_its_events_are_function_url_events() -> None:
     event = serve.function_url_event("POST", "/hook?a=1", headers, b"{}", "127.0.0.1")
     request = parse_lambda_event(event)
     assert (request.door, request.url) == ("function_url", "http://127.0.0.1:8080/hook?a=1")
+
+
+# --- make serve PORT=...: a one-line error, not a traceback ------------------------------
+
+
+@pytest.mark.parametrize("port", ["abc", "70000", "65536", "-1", "8080x", "1e3", "٣"])
+def test_a_bad_port_is_a_one_line_error_and_exit_2(port: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev" / "serve.py")],
+        env={**os.environ, "PORT": port}, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"PORT must be a whole number from 0 to 65535, not {port!r}" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "port"), [("0", 0), ("8080", 8080), ("65535", 65535), ("09000", 9000)])
+def test_good_ports_are_taken(value: str, port: int) -> None:
+    assert serve.port_from(value) == port
