@@ -35,6 +35,8 @@ SERVERS = {
     "flask-gunicorn": [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "examples.flask_app:app"],
     "django-gunicorn": [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "examples.django_app:application"],
     "fastapi-uvicorn": [sys.executable, "-m", "uvicorn", "--port", "{port}", "examples.fastapi_app:app"],
+    # The README's other way to run the Django example: wsgiref underneath, no raw target either.
+    "django-runserver": [sys.executable, "examples/django_app.py", "runserver", "127.0.0.1:{port}", "--noreload"],
     # wsgiref keeps no raw target (like Django's runserver): the decoded path is encoded again.
     "flask-wsgiref": [
         sys.executable, "-c",
@@ -44,13 +46,20 @@ SERVERS = {
     ],
 }  # fmt: skip
 # Servers that read no chunked request body (QStash sends Content-Length, so deliveries are unaffected).
-NO_CHUNKED_BODIES = {"django-gunicorn", "flask-wsgiref"}
+NO_CHUNKED_BODIES = {"django-gunicorn", "flask-wsgiref", "django-runserver"}
 MODULES = {
     "flask-gunicorn": "flask",
     "django-gunicorn": "django",
     "fastapi-uvicorn": "fastapi",
     "flask-wsgiref": "flask",
+    "django-runserver": "django",
 }
+# Django's WSGIRequest replaces PATH_INFO in request.META, which is the environ itself, with the path
+# decoded as UTF-8: "/qstash/caf\xc3\xa9" (PEP 3333's latin-1) becomes "/qstash/caf\xe9", "/qstash/\xe2\x9c\x93"
+# becomes "/qstash/\u2713".  Under gunicorn RAW_URI keeps the target; runserver has none, so
+# url_from_wsgi encodes that text as latin-1: a false url_mismatch, or EventError and a 500.
+DJANGO_DECODED_PATH = "url_from_wsgi reads the UTF-8 PATH_INFO Django puts in request.META as latin-1"
+DJANGO_DECODED_PATH_TARGETS = {"/qstash/caf%C3%A9", "/qstash/caf%c3%a9", "/qstash/%E2%9C%93"}
 
 
 def require(what: str, present: bool) -> None:
@@ -201,6 +210,7 @@ TARGETS = [
     "/qstash/a%20b",
     "/qstash/caf%C3%A9",
     "/qstash/caf%c3%a9",
+    "/qstash/%E2%9C%93",
     "/qstash/100%25",
     "/qstash/x;a=b",
     "/qstash/a+b",
@@ -226,7 +236,9 @@ def test_signed_bodies_are_accepted(server: Server, body: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_signed_urls_are_accepted_as_sent(server: Server, target: str) -> None:
+def test_signed_urls_are_accepted_as_sent(server: Server, target: str, request: pytest.FixtureRequest) -> None:
+    if server.name == "django-runserver" and target in DJANGO_DECODED_PATH_TARGETS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=DJANGO_DECODED_PATH))
     assert deliver(server, target, BODIES["json"]) == (200, b"ok")
 
 
