@@ -10,13 +10,15 @@ so `npx @upstash/qstash-cli dev` can publish to it with no configuration.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any, Mapping, MutableMapping
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -89,6 +91,42 @@ def function_url_event(method: str, target: str, headers: dict[str, str], body: 
     }
 
 
+def host_is_allowed(host: str | None, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a request with this Host header may reach the handler.
+
+    Only loopback names (localhost, 127.x.y.z, [::1]) and the host of QSTASH_BASE_URL, each with
+    or without a port: a web page that rebinds its own domain to 127.0.0.1 sends its own name, so
+    it cannot reach the handler, which the public dev keys would otherwise leave open to it.  A
+    request with no Host at all (HTTP/1.0) comes from no browser, and is allowed.
+    """
+    if host is None:
+        return True
+    if host.startswith("["):  # an IPv6 literal
+        name, bracket, port = host[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name, colon, digits = host.partition(":")
+        port = colon + digits
+    if port and not (port.startswith(":") and port[1:].isascii() and port[1:].isdigit() and int(port[1:]) <= 65535):
+        return False
+    name = name.lower()
+    if name == "localhost" or name == base_url_host(environ):
+        return True
+    try:
+        address = ipaddress.IPv6Address(name) if host.startswith("[") else ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return address.is_loopback
+
+
+def base_url_host(environ: Mapping[str, str]) -> str | None:
+    try:
+        return urlsplit(environ.get("QSTASH_BASE_URL") or "").hostname
+    except ValueError:  # the handler says what is wrong with it
+        return None
+
+
 class HttpError(Exception):
     """A request the dev server answers itself, as a Function URL would, before any Lambda event."""
 
@@ -120,6 +158,12 @@ class LambdaRequestHandler(BaseHTTPRequestHandler):
         except HttpError as err:
             self.close_connection = True  # the rest of the body was not read
             self.send_answer(err.status, {"content-type": "application/json"}, json.dumps({"error": str(err)}).encode())
+            return
+        # Checked once the body is read: closing on unread bytes would reset the connection, losing the answer.
+        hosts = self.headers.get_all("host") or []
+        if len(hosts) > 1 or not host_is_allowed(hosts[0] if hosts else None):
+            self.log_error("refused Host %r: only loopback hosts and QSTASH_BASE_URL's are served", ", ".join(hosts))
+            self.send_answer(403, {"content-type": "application/json"}, b'{"error": "host_not_allowed"}')
             return
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
@@ -193,8 +237,19 @@ def make_server(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     return DevServer((host, port), LambdaRequestHandler)
 
 
+def port_from(value: str) -> int:
+    """PORT as a TCP port number (0 picks a free one); ValueError says what is wrong."""
+    if not (value.isascii() and value.isdigit() and int(value) <= 65535):
+        raise ValueError(f"PORT must be a whole number from 0 to 65535, not {value!r}")
+    return int(value)
+
+
 def main() -> int:
-    port = int(os.environ.get("PORT", DEFAULT_PORT))
+    try:
+        port = port_from(os.environ.get("PORT") or str(DEFAULT_PORT))
+    except ValueError as err:
+        print(f"{err}: try `make serve PORT=9000`", file=sys.stderr)
+        return 2
     if use_dev_keys_if_unconfigured():
         print("No signing keys configured: using QStash's local dev server keys (never use them in production).")
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -174,7 +176,7 @@ def test_bad_content_lengths_get_an_answer_not_a_traceback(
 
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "GET", "PUT", "DELETE", "PATCH"])
 def test_every_method_reaches_the_handler_as_behind_a_function_url(server: str, method: str) -> None:
-    request = f"{method} /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    request = f"{method} /hook HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     answer = raw_exchange(server, request)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert status_of(answer) == 401
@@ -250,3 +252,99 @@ def test_its_events_are_function_url_events() -> None:
     event = serve.function_url_event("POST", "/hook?a=1", headers, b"{}", "127.0.0.1")
     request = parse_lambda_event(event)
     assert (request.door, request.url) == ("function_url", "http://127.0.0.1:8080/hook?a=1")
+
+
+# --- make serve PORT=...: a one-line error, not a traceback ------------------------------
+
+
+@pytest.mark.parametrize("port", ["abc", "70000", "65536", "-1", "8080x", "1e3", "٣"])
+def test_a_bad_port_is_a_one_line_error_and_exit_2(port: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev" / "serve.py")],
+        env={**os.environ, "PORT": port}, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"PORT must be a whole number from 0 to 65535, not {port!r}" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "port"), [("0", 0), ("8080", 8080), ("65535", 65535), ("09000", 9000)])
+def test_good_ports_are_taken(value: str, port: int) -> None:
+    assert serve.port_from(value) == port
+
+
+# --- DNS rebinding: only loopback hosts (and QSTASH_BASE_URL's) reach the handler --------
+
+BASE_URL = "https://abc123.ngrok.app"
+ALLOWED_HOSTS = [
+    None,  # HTTP/1.0 with no Host: no browser sends that
+    "localhost", "localhost:8080", "LOCALHOST", "LocalHost:1",
+    "127.0.0.1", "127.0.0.1:8080", "127.1.2.3:9",
+    "[::1]", "[::1]:8080", "[0:0:0:0:0:0:0:1]:80",
+]  # fmt: skip
+REFUSED_HOSTS = [
+    "localhost.evil.com", "127.0.0.1.nip.io", "evil.com", "evil.com:8080", "localhost:abc", "localhost:",
+    "localhost:80:80", "localhost:99999", "localhost.", "[::1]x80", "[::1", "::1", "[127.0.0.1]", "127.1",
+    "0.0.0.0", "128.0.0.1", "10.0.0.1:8080", "[::ffff:127.0.0.1]", "", "abc123.ngrok.app",
+]  # fmt: skip
+ALLOWED_WITH_BASE_URL = ["abc123.ngrok.app", "ABC123.ngrok.app:443", "localhost:8080"]
+REFUSED_WITH_BASE_URL = ["abc123.ngrok.app.evil.com", "evil.ngrok.app", "xabc123.ngrok.app"]
+
+
+def request_with_host(host: str | None) -> bytes:
+    """An unsigned POST with a body: the handler, if it runs, answers 401 missing_signature."""
+    if host is None:
+        return b"POST /hook HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}"
+    return f"POST /hook HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode()
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [(host, None) for host in ALLOWED_HOSTS] + [(host, BASE_URL) for host in ALLOWED_WITH_BASE_URL],
+)
+def test_loopback_hosts_and_the_base_urls_reach_the_handler(
+    server: str, host: str | None, base_url: str | None, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    if base_url:
+        monkeypatch.setenv("QSTASH_BASE_URL", base_url)
+    answer = raw_exchange(server, request_with_host(host))
+    assert (status_of(answer), answer.partition(b"\r\n\r\n")[2]) == (401, b'{"error": "missing_signature"}')
+    assert len(capfd.readouterr().out.splitlines()) == 1  # the handler's log line
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [(host, None) for host in REFUSED_HOSTS] + [(host, BASE_URL) for host in REFUSED_WITH_BASE_URL],
+)
+def test_other_hosts_are_refused_before_the_handler_runs(
+    server: str, host: str, base_url: str | None, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if base_url:
+        monkeypatch.setenv("QSTASH_BASE_URL", base_url)
+    answer = raw_exchange(server, request_with_host(host))  # the body is read: no reset, the answer arrives
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert (status_of(answer), body) == (403, b'{"error": "host_not_allowed"}')
+    assert b"content-type: application/json" in head.lower()
+    out, err = capfd.readouterr()
+    assert out == ""  # no log line: the handler did not run
+    assert len(err.splitlines()) == 1
+    assert json.loads(err)["dev_server"].startswith(f"refused Host {host!r}")
+
+
+def test_two_host_headers_are_refused(server: str, capfd: pytest.CaptureFixture[str]) -> None:
+    request = b"POST /hook HTTP/1.1\r\nHost: localhost\r\nHost: evil.com\r\nContent-Length: 0\r\n\r\n"
+    assert status_of(raw_exchange(server, request)) == 403
+    assert capfd.readouterr().out == ""
+
+
+def test_a_refused_host_keeps_the_connection_alive(server: str) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        answers = []
+        for name in ("evil.com", "localhost"):
+            sock.sendall(request_with_host(name).replace(b"Connection: close\r\n", b""))
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            answers.append((response.status, response.read()))
+    assert answers == [(403, b'{"error": "host_not_allowed"}'), (401, b'{"error": "missing_signature"}')]

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ SERVERS = {
     "flask-gunicorn": [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "examples.flask_app:app"],
     "django-gunicorn": [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "examples.django_app:application"],
     "fastapi-uvicorn": [sys.executable, "-m", "uvicorn", "--port", "{port}", "examples.fastapi_app:app"],
+    # The README's other way to run the Django example: wsgiref underneath, no raw target either.
+    "django-runserver": [sys.executable, "examples/django_app.py", "runserver", "127.0.0.1:{port}", "--noreload"],
     # wsgiref keeps no raw target (like Django's runserver): the decoded path is encoded again.
     "flask-wsgiref": [
         sys.executable, "-c",
@@ -43,13 +46,20 @@ SERVERS = {
     ],
 }  # fmt: skip
 # Servers that read no chunked request body (QStash sends Content-Length, so deliveries are unaffected).
-NO_CHUNKED_BODIES = {"django-gunicorn", "flask-wsgiref"}
+NO_CHUNKED_BODIES = {"django-gunicorn", "flask-wsgiref", "django-runserver"}
 MODULES = {
     "flask-gunicorn": "flask",
     "django-gunicorn": "django",
     "fastapi-uvicorn": "fastapi",
     "flask-wsgiref": "flask",
+    "django-runserver": "django",
 }
+# Django's WSGIRequest replaces PATH_INFO in request.META, which is the environ itself, with the path
+# decoded as UTF-8: "/qstash/caf\xc3\xa9" (PEP 3333's latin-1) becomes "/qstash/caf\xe9", "/qstash/\xe2\x9c\x93"
+# becomes "/qstash/\u2713".  Under gunicorn RAW_URI keeps the target; runserver has none, so
+# url_from_wsgi encodes that text as latin-1: a false url_mismatch, or EventError and a 500.
+DJANGO_DECODED_PATH = "url_from_wsgi reads the UTF-8 PATH_INFO Django puts in request.META as latin-1"
+DJANGO_DECODED_PATH_TARGETS = {"/qstash/caf%C3%A9", "/qstash/caf%c3%a9", "/qstash/%E2%9C%93"}
 
 
 def require(what: str, present: bool) -> None:
@@ -142,14 +152,46 @@ def send(
     else:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        if chunked:
-            connection.request("POST", target, body=iter([body]), headers=headers, encode_chunked=True)
-        else:
-            connection.request("POST", target, body=body, headers=headers)
+        try:
+            if chunked:
+                connection.request("POST", target, body=iter([body]), headers=headers, encode_chunked=True)
+            else:
+                connection.request("POST", target, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server answered before reading the whole body and closed (wsgiref does, given a
+            # chunked body), so its kernel reset the connection and the rest could not be sent.  As
+            # HTTP/1.1 asks of a client still sending, stop and read the answer: it arrived before the
+            # reset and is still there to read.  With no answer, getresponse() raises.
+            pass
         response = connection.getresponse()
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def answer_after_the_headers(listener: socket.socket, answer: bytes) -> None:
+    """Like wsgiref given a chunked body: read only the headers, answer, close with request bytes unread."""
+    connection, _ = listener.accept()
+    with connection:
+        received = b""
+        while b"\r\n\r\n" not in received and (chunk := connection.recv(65536)):
+            received += chunk
+        connection.sendall(answer)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_send_returns_an_answer_given_before_the_body_was_read(chunked: bool) -> None:
+    # The flake in test_chunked_bodies[flask-wsgiref]: the server's kernel resets the connection
+    # while the client is still sending, and sending then fails with EPIPE or ECONNRESET.
+    answer = b'HTTP/1.1 401 Unauthorized\r\nContent-Length: 25\r\n\r\n{"error":"body_mismatch"}'
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        thread = threading.Thread(target=answer_after_the_headers, args=(listener, answer))
+        thread.start()
+        try:
+            result = send(listener.getsockname()[1], "/qstash", os.urandom(32 * MB), {}, chunked=chunked)
+        finally:
+            thread.join(timeout=30)
+    assert result == (401, b'{"error":"body_mismatch"}')
 
 
 BODIES = {
@@ -168,6 +210,7 @@ TARGETS = [
     "/qstash/a%20b",
     "/qstash/caf%C3%A9",
     "/qstash/caf%c3%a9",
+    "/qstash/%E2%9C%93",
     "/qstash/100%25",
     "/qstash/x;a=b",
     "/qstash/a+b",
@@ -193,7 +236,9 @@ def test_signed_bodies_are_accepted(server: Server, body: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_signed_urls_are_accepted_as_sent(server: Server, target: str) -> None:
+def test_signed_urls_are_accepted_as_sent(server: Server, target: str, request: pytest.FixtureRequest) -> None:
+    if server.name == "django-runserver" and target in DJANGO_DECODED_PATH_TARGETS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=DJANGO_DECODED_PATH))
     assert deliver(server, target, BODIES["json"]) == (200, b"ok")
 
 

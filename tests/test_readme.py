@@ -98,7 +98,7 @@ def test_the_framework_section_is_what_the_integration_tests_run() -> None:
         assert directive in test_integration.NGINX_SITE
     assert "proxy_pass http://127.0.0.1:8000;" in nginx[0]  # no URI part, as the test's proxy_pass
     for name, command in test_integration.SERVERS.items():
-        module = re.search(r"examples\.\w+", " ".join(command))[0]  # type: ignore[index]
+        module = "examples." + re.search(r"examples[./](\w+)", " ".join(command))[1]  # type: ignore[index]
         assert module in README, name  # each example is shown with the command that runs it
         source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
         for essential in ("receiver.verify(", "url_from_", "base_url=BASE_URL", "err.reason.value"):
