@@ -101,5 +101,24 @@ def test_the_framework_section_is_what_the_integration_tests_run() -> None:
         module = "examples." + re.search(r"examples[./](\w+)", " ".join(command))[1]  # type: ignore[index]
         assert module in README, name  # each example is shown with the command that runs it
         source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
-        for essential in ("receiver.verify(", "url_from_", "base_url=BASE_URL", "err.reason.value"):
-            assert essential in source, (module, essential)
+        assert "def handle(message: Message)" in source, module
+        assert "wsgi_app(handle" in source or "asgi_app(handle" in source, module
+
+
+@pytest.mark.integration
+def test_the_nginx_site_passes_nginx_t_as_printed(tmp_path: Path) -> None:
+    import shutil
+
+    from test_integration import nginx_config, require
+
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    require("nginx (Debian's package)", nginx is not None)
+    require("Debian's ssl-cert (the snakeoil certificate)", Path("/etc/ssl/certs/ssl-cert-snakeoil.pem").exists())
+    (site,) = [code for lang, code in BLOCKS if lang == "text" and "proxy_pass" in code]
+    (tmp_path / "nginx.conf").write_text(nginx_config(tmp_path, site))
+    result = subprocess.run(
+        [str(nginx), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
