@@ -1727,6 +1727,34 @@ def serve_lambda(
     return _response(door, outcome.answer)
 
 
+# --- AWS Lambda: the log line as CloudWatch metrics (Embedded Metric Format) ----------
+
+# A record counts under its outcome (and rejection reason) in CamelCase, these three renamed. The
+# record's own members are lower case: no metric or dimension name here can shadow one.
+_METRIC_NAMES = {"ok": "Handled", "rejected.replayed": "Replayed", "dedup_unavailable": "StoreUnavailable"}
+_METRIC_DIMENSION = "FunctionName"
+_DURATION_METRIC = "Duration"
+
+
+def _metrics(record: Mapping[str, Any], namespace: str, function: str, now_ms: int) -> dict[str, Any]:
+    """The members that make the log ``record`` an Embedded Metric Format document too: a count of 1
+    named for its outcome (e.g. ``Handled``, ``Rejected.BadSignature``) and its ``Duration`` in ms, in
+    ``namespace`` by ``function`` name (none if empty), at ``now_ms`` (ms since the epoch)."""
+    outcome = record["outcome"] if record["reason"] is None else f"{record['outcome']}.{record['reason']}"
+    name = _METRIC_NAMES.get(outcome) or outcome.title().replace("_", "")
+    metrics = [{"Name": name, "Unit": "Count"}, {"Name": _DURATION_METRIC, "Unit": "Milliseconds"}]
+    dimensions = [[_METRIC_DIMENSION] if function else []]
+    return {
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": dimensions, "Metrics": metrics}],
+        },
+        _METRIC_DIMENSION: function,
+        name: 1,
+        _DURATION_METRIC: record["duration_ms"],
+    }
+
+
 # --- command line --------------------------------------------------------------------
 
 
