@@ -119,6 +119,7 @@ _RETRY_AFTER_HEADER = "Retry-After"
 _MAX_RETRY_AFTER_SECONDS = 86_400
 _DEDUP_TABLE_VARIABLE = "QSTASH_DEDUP_TABLE"
 _DEDUP_TTL_VARIABLE = "QSTASH_DEDUP_TTL"
+_METRICS_VARIABLE = "QSTASH_METRICS_NAMESPACE"
 # How long a handled message is remembered: QStash's longest default schedule (20 retries,
 # min(1 day, e^(2.5 n) s) apart) spans about 16.3 days; 30 days outlives it with room to spare.
 _DEFAULT_DEDUP_TTL_SECONDS = 30 * 86_400
@@ -1487,21 +1488,19 @@ def _event_headers(event: Mapping[str, Any]) -> dict[str, str]:
     )
 
 
-# With a length divisible by 4, exactly padded standard base64: what strict_mode accepts.
-_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-
 def _base64_decoded(text: str) -> bytes | None:
-    """The bytes of padded standard base64 ``text``, or None when it is not, alike on every
-    Python; binascii reads the str itself, so a body of up to 6 MB is not copied first."""
+    """The bytes of ``text`` if it is exactly padded standard base64 (``[A-Za-z0-9+/]*={0,2}``,
+    length divisible by 4), else None.  binascii skips any other character and stops at padding,
+    so all 6 bits of every character but the trailing "=" are decoded only when ``text`` is that:
+    one pass on every Python, over the str itself (a 6 MB body is not copied first)."""
     if len(text) % 4:
         return None
     try:
-        if sys.version_info >= (3, 11):  # strict_mode validates as it decodes: one pass
-            return binascii.a2b_base64(text, strict_mode=True)
-        return binascii.a2b_base64(text) if _BASE64_TEXT.fullmatch(text) else None
+        decoded = binascii.a2b_base64(text)
     except ValueError:  # binascii.Error, or a character beyond ASCII
         return None
+    padding = text.endswith("=") + text.endswith("==")
+    return decoded if len(decoded) == len(text) // 4 * 3 - padding else None
 
 
 def _event_body(event: Mapping[str, Any]) -> bytes:
@@ -2027,8 +2026,12 @@ def serve_lambda(
         outcome = _bad_request(err, "bad_request" if door else "not_http_event")
     else:
         outcome = _serve(request, handler, _LAMBDA, env, now=now, lease=_lease(context))
-    record = _log_record(outcome, request, door and door.name, _request_id(context), started)
-    print(_json_text(record._asdict()), flush=True)
+    record = _log_record(outcome, request, door and door.name, _request_id(context), started)._asdict()
+    namespace = env.get(_METRICS_VARIABLE)
+    if namespace:  # the log line is a CloudWatch metrics document too
+        function = env.get("AWS_LAMBDA_FUNCTION_NAME") or ""
+        record.update(_metrics(record, namespace, function, int(time.time() * 1000)))
+    print(_json_text(record), flush=True)
     return _response(door, outcome.answer)
 
 
@@ -2276,6 +2279,32 @@ def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
     loop), a plain one runs in a thread, as do the verification and the store.
     """
     return _ASGIApp(_app_door(handle, options))
+# --- AWS Lambda: the log line as CloudWatch metrics (Embedded Metric Format) ----------
+
+# A record counts under its outcome (and rejection reason) in CamelCase, these three renamed. The
+# record's own members are lower case: no metric or dimension name here can shadow one.
+_METRIC_NAMES = {"ok": "Handled", "rejected.replayed": "Replayed", "dedup_unavailable": "StoreUnavailable"}
+_METRIC_DIMENSION = "FunctionName"
+_DURATION_METRIC = "Duration"
+
+
+def _metrics(record: Mapping[str, Any], namespace: str, function: str, now_ms: int) -> dict[str, Any]:
+    """The members that make the log ``record`` an Embedded Metric Format document too: a count of 1
+    named for its outcome (e.g. ``Handled``, ``Rejected.BadSignature``) and its ``Duration`` in ms, in
+    ``namespace`` by ``function`` name (none if empty), at ``now_ms`` (ms since the epoch)."""
+    outcome = record["outcome"] if record["reason"] is None else f"{record['outcome']}.{record['reason']}"
+    name = _METRIC_NAMES.get(outcome) or outcome.title().replace("_", "")
+    metrics = [{"Name": name, "Unit": "Count"}, {"Name": _DURATION_METRIC, "Unit": "Milliseconds"}]
+    dimensions = [[_METRIC_DIMENSION] if function else []]
+    return {
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": dimensions, "Metrics": metrics}],
+        },
+        _METRIC_DIMENSION: function,
+        name: 1,
+        _DURATION_METRIC: record["duration_ms"],
+    }
 
 
 # --- command line --------------------------------------------------------------------
