@@ -122,3 +122,24 @@ def test_the_nginx_site_passes_nginx_t_as_printed(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "status"), [(b"not json", 489), (b'{"type": "unknown"}', 489), (b"[1]", 489), (b'{"id": 1}', 200)]
+)
+def test_the_readmes_handle_answers_bad_input_with_489_not_a_retry(body: bytes, status: int) -> None:
+    from conftest import CURRENT_KEY, token_for
+
+    from qstash_verify import Message, NonRetryableError, Receiver, _run
+
+    (block,) = [code for lang, code in BLOCKS if lang == "python" and "def handle(message: Message) -> Any:" in code
+                and "save(order" in code]  # fmt: skip
+    saved: list[Any] = []
+    namespace: dict[str, Any] = {"Any": Any, "Message": Message, "NonRetryableError": NonRetryableError,
+                                 "save": lambda order, **kw: saved.append(order)}  # fmt: skip
+    exec(block, namespace)
+    url = "https://h.example/hook"
+    claims = Receiver(CURRENT_KEY).verify(signature=token_for(url, body), body=body, url=url)
+    outcome = _run(namespace["handle"], Message(body, {}, url, claims))
+    assert outcome.answer.status == status
+    assert bool(saved) is (status == 200)
