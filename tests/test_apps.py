@@ -294,3 +294,23 @@ def test_a_receiver_given_in_code_needs_no_environment() -> None:
 def test_bad_options_fail_when_the_app_is_made(options: dict[str, Any]) -> None:
     with pytest.raises((TypeError, ValueError)):
         wsgi_app(answer_app.handle, **options)
+
+
+def test_the_injected_clock_reaches_the_guard_too() -> None:
+    # The token is valid at NOW, long past: the replay record it leaves lives until its exp by that
+    # clock, so the same token again is a replay; by the real clock the record would be dead already.
+    from conftest import BODY, NOW, claims, mint
+
+    from qstash_verify import Deduplicator, MemoryStore
+
+    app = wsgi_app(answer_app.handle, receiver=Receiver(CURRENT_KEY), deduplicator=Deduplicator(MemoryStore()),
+                   environ={}, now=NOW)  # fmt: skip
+    server, port = serve_in_thread(app)
+    served = Served("wsgiref", port)
+    token = mint(claims(sub=served.origin + "/qstash"))
+    try:
+        assert send(served, BODY, token=token)[0] == 200
+        status, _, answer = send(served, BODY, token=token)
+    finally:
+        server.shutdown()
+    assert (status, json.loads(answer)) == (401, {"error": "replayed"})
