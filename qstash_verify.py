@@ -2279,6 +2279,8 @@ def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
     loop), a plain one runs in a thread, as do the verification and the store.
     """
     return _ASGIApp(_app_door(handle, options))
+
+
 # --- AWS Lambda: the log line as CloudWatch metrics (Embedded Metric Format) ----------
 
 # A record counts under its outcome (and rejection reason) in CamelCase, these three renamed. The
