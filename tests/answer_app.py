@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from qstash_verify import (
     MemoryStore,
     Message,
     NonRetryableError,
+    RedisStore,
     RetryLater,
     asgi_app,
     wsgi_app,
@@ -35,6 +37,9 @@ def handle(message: Message) -> Any:
     action = message.json().get("do", "ok") if message.body else "ok"
     with ran_lock:
         ran.append(action)
+        if os.environ.get("ANSWER_APP_RAN_FILE"):  # every process appends: runs counted across workers
+            with open(os.environ["ANSWER_APP_RAN_FILE"], "a", encoding="utf-8") as file:
+                file.write(f"{message.message_id} {action}\n")
     return ACTIONS[action](message)
 
 
@@ -68,7 +73,14 @@ async def handle_async(message: Message) -> Any:
 
 
 def _options() -> dict[str, Any]:
-    return {"deduplicator": Deduplicator(MemoryStore(), lease=60), "max_body_bytes": MAX_BODY_BYTES}
+    """A MemoryStore, or with ANSWER_APP_REDIS_PORT a RedisStore on that loopback Redis (shared by workers)."""
+    store: Any = MemoryStore()
+    if os.environ.get("ANSWER_APP_REDIS_PORT"):
+        import redis
+
+        client = redis.Redis(port=int(os.environ["ANSWER_APP_REDIS_PORT"]), socket_timeout=2, socket_connect_timeout=2)
+        store = RedisStore(client, prefix=f"answer-app-{os.environ.get('ANSWER_APP_RUN', '')}:")
+    return {"deduplicator": Deduplicator(store, lease=60), "max_body_bytes": MAX_BODY_BYTES}
 
 
 wsgi = wsgi_app(handle, **_options())
