@@ -117,7 +117,8 @@ def host_is_allowed(host: str | None, environ: Mapping[str, str] = os.environ) -
         address = ipaddress.IPv6Address(name) if host.startswith("[") else ipaddress.IPv4Address(name)
     except ValueError:
         return False
-    return address.is_loopback
+    # [::1] only among IPv6 addresses: Python 3.13 counts IPv4-mapped ones as loopback, 3.12 does not.
+    return address.is_loopback and getattr(address, "ipv4_mapped", None) is None
 
 
 def base_url_host(environ: Mapping[str, str]) -> str | None:

@@ -47,7 +47,18 @@ class _QuietHandler(WSGIRequestHandler):
 def serve_in_thread(app: Any) -> tuple[Any, int]:
     server = make_server("127.0.0.1", 0, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_port
+    return _Stoppable(server), server.server_port
+
+
+class _Stoppable:
+    """A server whose shutdown() also closes its socket (no ResourceWarning)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 @pytest.fixture(scope="module")
