@@ -394,3 +394,32 @@ def test_the_first_screen_says_what_it_is_for_whom_and_the_two_commands() -> Non
     lambda_section = README.split("\n## AWS Lambda", 1)[1].split("\n## ", 1)[0]
     ways = [lambda_section.index(w) for w in ("Upload the zip in the console", "Paste the two files", "AWS SAM")]
     assert ways == sorted(ways)
+
+
+# Each fenced block of the README and docs/, and the test that runs or checks it as printed.
+BLOCK_TESTS = {
+    ("sh", "make demo"): "test_every_make_command_is_a_target_and_run_by_ci_or_a_test",
+    ("sh", "make help"): "test_every_make_command_is_a_target_and_run_by_ci_or_a_test",
+    ("sh", "qstash_verify.py verify"): "test_cli_block_runs_as_shown",
+    ("python", "save(order"): "test_the_readmes_handle_pasted_into_lambda_function_answers_bad_input_with_489",
+    ("python", "message.callback()"): "test_the_callback_handle_runs_pasted_into_lambda_function",
+    ("python", "def test_my_handler"): "test_handler_test_example_passes",
+    ("python", "DispatcherMiddleware"): "test_the_framework_lines_are_the_examples_lines",
+    ("python", "url_from_wsgi(environ)"): "test_the_own_framework_code_verifies_a_request_as_printed",
+    ("python", "# from qstash import Receiver"): "test_the_migration_lines_run_as_printed",
+    ("python", "RedisStore(redis.Redis("): "test_the_redis_guard_builds_as_printed",
+    ("json", '"Statement"'): "test_the_console_policy_grants_exactly_the_calls_the_code_makes_on_that_table_only",
+    ("text", "sam deploy"): "test_the_sam_block_names_the_templates_parameters",
+    ("text", "npx @upstash/qstash-cli dev"): "test_the_local_dev_server_block_uses_the_ports_it_says",
+    ("text", "WARNING qstash_verify {"): "test_the_example_log_record_has_the_documented_fields",
+    ("text", "gunicorn -b"): "test_the_gunicorn_command_is_the_one_the_integration_tests_run",
+    ("text", "proxy_pass"): "test_the_nginx_site_passes_nginx_t_as_printed",
+}
+
+
+def test_every_block_is_run_or_checked_by_a_test() -> None:
+    for lang, code in BLOCKS:
+        owners = [test for (kind, marker), test in BLOCK_TESTS.items() if kind == lang and marker in code]
+        assert len(owners) == 1, (lang, code[:80], owners)
+        assert callable(globals()[owners[0]]), owners[0]
+    assert len(BLOCKS) == len(BLOCK_TESTS)
