@@ -144,8 +144,8 @@ _STANDARD_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _JSON_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 # json.dumps's own C encoder, made once: json.dumps builds one for every call, which costs as much again.
 _JSON_ENCODE: Callable[[Any, int], tuple[str, ...]] = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-)
+    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, False
+)  # allow_nan False: NaN and Infinity are no JSON, and no answer may claim to be
 _SHA256_BLOCK_BYTES = 64
 _XOR_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
 _XOR_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
@@ -1263,6 +1263,7 @@ def _asgi_request(scope: Mapping[str, Any], body: bytes = b"") -> _Incoming:
     headers = _request_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
     server = scope.get("server")
     listening = f"{server[0]}:{server[1]}" if isinstance(server, (list, tuple)) and len(server) == 2 else "localhost"
+    listening = f"[{server[0]}]:{server[1]}" if listening.count(":") > 1 else listening  # an IPv6 address
     method = scope.get("method")
     method = method.upper() if isinstance(method, str) else "GET"
     scheme = _request_scheme(scope.get("scheme", "http"))
@@ -1556,7 +1557,7 @@ def _is_v2(event: Mapping[str, Any]) -> bool:
 
 def _is_function_url(event: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
     domain = context.get("domainName")
-    return _is_v2(event) and isinstance(domain, str) and ".lambda-url." in domain
+    return _is_v2(event) and isinstance(domain, str) and ".lambda-url." in domain and domain.endswith(".on.aws")
 
 
 # Tried in this order: the commonest first, and each door before the one it is a particular case of.
@@ -1670,7 +1671,10 @@ def _build_settings(env: Mapping[str, str], options: _Options) -> _Settings:
 class _Cached(NamedTuple):
     settings: _Settings
     size: int  # len(env) when built: a variable added since changes it
-    values: tuple[tuple[str, str], ...]  # the variables that were set, and their values
+    values: tuple[tuple[str, str], ...]  # the variables that were set, and their values (keys among them)
+
+    def __repr__(self) -> str:
+        return f"_Cached(<{len(self.values)} variables>)"  # never the values: signing keys are among them
 
 
 def _still_valid(cached: _Cached, env: Mapping[str, str]) -> bool:
@@ -1750,6 +1754,11 @@ _TEXT_HEADERS = {_CONTENT_TYPE_HEADER: "text/plain; charset=utf-8"}
 _BINARY_HEADERS = {_CONTENT_TYPE_HEADER: "application/octet-stream"}
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# Framing and hop-by-hop headers: the server writes them from the answer, never the handler.
+_DOOR_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade")
+)
+_BODILESS_STATUSES = (204, 304)
 
 
 def _json_text(value: Any) -> str:
@@ -1773,8 +1782,13 @@ def _render(reply: Any) -> _Answer:
     if type(status) is not int or not 200 <= status <= 599:
         raise ValueError(f"an answer's status is an int from 200 to 599, not {_kind(status)}")
     answer = _body_answer(reply[1])
-    headers = {**answer.headers, **_checked_headers(reply[2])} if len(reply) == 3 else answer.headers
-    return _Answer(status, answer.body, headers)
+    if status in _BODILESS_STATUSES and answer.body:
+        raise ValueError(f"a {status} answer has no body")
+    if len(reply) == 2:
+        return _Answer(status, answer.body, answer.headers)
+    given = _checked_headers(reply[2])
+    names = {name.lower() for name in given}  # a handler's Content-Type replaces the default, in any case
+    return _Answer(status, answer.body, {**{k: v for k, v in answer.headers.items() if k not in names}, **given})
 
 
 def _kind(value: object) -> str:
@@ -1785,6 +1799,8 @@ def _body_answer(body: Any) -> _Answer:
     if body is None:
         return _Answer(200, "", {})
     if isinstance(body, str):
+        if _encoded(body, "utf-8") is None:
+            raise ValueError("an answer's text is not valid Unicode (it holds a lone surrogate)")
         return _Answer(200, body, _TEXT_HEADERS)
     if isinstance(body, (bytes, bytearray)):
         return _Answer(200, bytes(body), _BINARY_HEADERS)
@@ -1794,12 +1810,16 @@ def _body_answer(body: Any) -> _Answer:
 
 
 def _checked_headers(headers: object) -> dict[str, str]:
-    """A handler's response headers; TypeError unless they map header names to printable ASCII values."""
+    """A handler's response headers; TypeError unless they map tokens to printable ASCII, ValueError for
+    a name given twice (in any case) or a header the door itself writes."""
     if not isinstance(headers, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and _HEADER_NAME.fullmatch(k) and _HEADER_VALUE.fullmatch(v)
         for k, v in headers.items()
     ):
         raise TypeError("an answer's headers map names (tokens) to printable ASCII text")
+    names = {name.lower() for name in headers}
+    if len(names) < len(headers) or not _DOOR_HEADERS.isdisjoint(names):
+        raise ValueError(f"an answer's headers name one twice, or one of {', '.join(sorted(_DOOR_HEADERS))}")
     return headers
 
 
@@ -1911,7 +1931,7 @@ def _failure(err: Exception) -> _Outcome:
 def _reply(reply: Any) -> _Outcome:
     try:
         return _Outcome(_render(reply), "ok")
-    except (TypeError, ValueError) as err:  # a malformed answer: the handler's mistake, named in the log
+    except (TypeError, ValueError, RecursionError) as err:  # a malformed answer (a cycle included): named in the log
         return _Outcome(_json_answer(500, _INTERNAL_ERROR), "handler_error", detail=f"the handler's answer: {err}")
 
 
@@ -2096,6 +2116,8 @@ def _too_large(limit: int) -> _BodyTooLargeError:
 
 def _content_length(value: object, limit: int) -> int | None:
     """A request's Content-Length, None when absent; EventError when malformed, _BodyTooLargeError over the limit."""
+    if isinstance(value, str):
+        value = value.strip(" \t")
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not (value.isascii() and value.isdigit()):

@@ -34,7 +34,7 @@ MAX_LINE_BYTES = 65536
 SOCKET_TIMEOUT_SECONDS = 30
 LISTEN_BACKLOG = 128
 # Shaped like a Function URL's own domain, so the adapter names the door as it would in AWS.
-LOCAL_DOMAIN = "local.lambda-url.localhost"
+LOCAL_DOMAIN = "local.lambda-url.localhost.on.aws"
 TEXT_TYPES = (
     "text/",
     "application/json",

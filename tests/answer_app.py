@@ -62,7 +62,31 @@ ACTIONS: dict[str, Any] = {
     "header_not_text": lambda m: (200, "x", {"X-N": 5}),
     "header_with_newline": lambda m: (200, "x", {"X-N": "a\r\nSet-Cookie: x=1"}),
     "slow": lambda m: time.sleep(1.5) or "slow done",
+    "cycle": lambda m: _cycle(),
+    "deep": lambda m: _deep(),
+    "lone_surrogate": lambda m: "ok \ud800",
+    "nan": lambda m: {"v": float("nan")},
+    "content_length": lambda m: (200, "hello", {"Content-Length": "2"}),
+    "transfer_encoding": lambda m: (200, "hello", {"Transfer-Encoding": "chunked"}),
+    "connection": lambda m: (200, "hello", {"Connection": "close"}),
+    "twice": lambda m: (200, "hello", {"X-A": "1", "x-a": "2"}),
+    "html": lambda m: (200, "<b>hi</b>", {"Content-Type": "text/html"}),
+    "no_content": lambda m: (204, None),
+    "no_content_with_body": lambda m: (204, "body"),
 }
+
+
+def _cycle() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+def _deep() -> list[Any]:
+    nested: list[Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    return nested
 
 
 async def handle_async(message: Message) -> Any:

@@ -288,3 +288,48 @@ def test_response_headers_that_are_not_str_to_str_are_a_handler_error(
     response, log = invoke(signed_event("function_url"), capsys)
     assert (response["statusCode"], log["outcome"]) == (500, "handler_error")
     assert "Set-Cookie" not in json.dumps(response)
+
+
+def _cycle(message: Message) -> Any:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
+
+
+def _deep(message: Message) -> Any:
+    nested: list[Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize(
+    "handle",
+    [_cycle, _deep, lambda m: "ok \ud800", lambda m: {"v": float("inf")}, lambda m: (200, "x", {"content-length": "9"}),
+     lambda m: (304, "body")],
+    ids=["cycle", "deep", "lone surrogate", "infinity", "content-length", "304 with a body"],
+)  # fmt: skip
+@pytest.mark.usefixtures("lambda_keys")
+def test_a_malformed_answer_never_escapes_the_lambda_handler(
+    handle: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(lambda_function, "handle", handle)
+    response, log = invoke(signed_event("function_url"), capsys)
+    assert (response["statusCode"], log["outcome"]) == (500, "handler_error")
+    assert log["detail"].startswith("the handler's answer: ")
+
+
+@pytest.mark.usefixtures("lambda_keys")
+def test_the_settings_cache_shows_no_key_in_its_repr(capsys: pytest.CaptureFixture[str]) -> None:
+    import qstash_verify
+
+    invoke(signed_event("function_url"), capsys)
+    text = repr(qstash_verify._LAMBDA.cached)
+    assert "sig_test" not in text
+    assert "variables" in text
+
+
+def test_only_aws_function_url_domains_make_a_function_url_event() -> None:
+    event = load_event("http_api_v2")
+    event["requestContext"]["domainName"] = "hooks.lambda-url.example.com"  # a custom domain of an HTTP API
+    assert parse_lambda_event(event).door == "http_api_v2"

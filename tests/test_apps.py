@@ -117,7 +117,10 @@ def send(served: Served, body: bytes, *, method: str = "POST", target: str = "/q
     try:
         connection.request(method, target, body=body, headers=headers)
         response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        pairs = response.getheaders()
+        names = [k.lower() for k, _ in pairs]
+        assert len(names) == len(set(names)), pairs  # no header twice (a handler's and the default, say)
+        return response.status, {k.lower(): v for k, v in pairs}, response.read()
     finally:
         connection.close()
 
@@ -136,6 +139,18 @@ ANSWERS = [
     ("status_600", 500, {}, b'{"error": "internal_error"}'),
     ("header_not_text", 500, {}, b'{"error": "internal_error"}'),
     ("header_with_newline", 500, {}, b'{"error": "internal_error"}'),
+    # Found by the second outside review: each was a stray exception, a broken answer or a false "ok".
+    ("cycle", 500, {}, b'{"error": "internal_error"}'),
+    ("deep", 500, {}, b'{"error": "internal_error"}'),
+    ("lone_surrogate", 500, {}, b'{"error": "internal_error"}'),
+    ("nan", 500, {}, b'{"error": "internal_error"}'),
+    ("content_length", 500, {}, b'{"error": "internal_error"}'),
+    ("transfer_encoding", 500, {}, b'{"error": "internal_error"}'),
+    ("connection", 500, {}, b'{"error": "internal_error"}'),
+    ("twice", 500, {}, b'{"error": "internal_error"}'),
+    ("html", 200, {"content-type": "text/html"}, b"<b>hi</b>"),
+    ("no_content", 204, {}, b""),
+    ("no_content_with_body", 500, {}, b'{"error": "internal_error"}'),
 ]
 
 
