@@ -1262,8 +1262,10 @@ def _asgi_request(scope: Mapping[str, Any], body: bytes = b"") -> _Incoming:
         raise EventError("the request's headers are not pairs of bytes")
     headers = _request_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
     server = scope.get("server")
-    listening = f"{server[0]}:{server[1]}" if isinstance(server, (list, tuple)) and len(server) == 2 else "localhost"
-    listening = f"[{server[0]}]:{server[1]}" if listening.count(":") > 1 else listening  # an IPv6 address
+    listening = "localhost"
+    if isinstance(server, (list, tuple)) and len(server) == 2:
+        address = str(server[0])
+        listening = f"[{address}]:{server[1]}" if ":" in address else f"{address}:{server[1]}"  # IPv6 in brackets
     method = scope.get("method")
     method = method.upper() if isinstance(method, str) else "GET"
     scheme = _request_scheme(scope.get("scheme", "http"))
