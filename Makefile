@@ -2,9 +2,8 @@
 PYTHON ?= python3
 PORT ?= 8080
 VENV := .venv
-BENCH_VENV := .venv-bench
 .DEFAULT_GOAL := help
-.PHONY: help test test-all test-integration zip package demo serve bench lint clean
+.PHONY: help test test-all test-integration zip package demo serve bench bench-cold lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,11 +43,11 @@ demo: ## see it work: a signed delivery gets 200, a tampered one 401
 serve: ## local dev server on PORT (default 8080) in front of lambda_handler
 	@PORT=$(PORT) $(PYTHON) dev/serve.py
 
-bench: ## speed vs the official SDK and the seed snippet (installs them into .venv-bench)
-	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	@$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r dev/requirements-bench.txt
-	@$(BENCH_VENV)/bin/python dev/bench.py
-	@$(BENCH_VENV)/bin/python dev/bench_lambda.py
+bench: ## speed vs the official SDK and the guide's handler on 3.9-3.13 (BENCH_PYTHONS="3.12" for others)
+	@bash dev/bench.sh
+
+bench-cold: ## only the cold start's instruction counts (callgrind) against their budgets, quicker
+	@bash dev/bench.sh --cold
 
 lint: ## ruff and mypy --strict, pinned (installs them into .venv-lint)
 	@test -x $(VENV)-lint/bin/ruff || ($(PYTHON) -m venv $(VENV)-lint && $(VENV)-lint/bin/pip install -q --disable-pip-version-check -r dev/requirements-lint.txt)
