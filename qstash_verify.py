@@ -2199,10 +2199,9 @@ def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Calla
     return _WSGIApp(_app_door(handle, options))
 
 
-async def _asgi_body(scope: Mapping[str, Any], receive: Callable[[], Any], limit: int) -> bytes | None:
+async def _asgi_body(request: _Incoming, receive: Callable[[], Any], limit: int) -> bytes | None:
     """The request body, None when the client went away; _BodyTooLargeError over the limit."""
-    declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
-    _content_length(declared.decode("latin-1") if isinstance(declared, bytes) else declared, limit)
+    _content_length(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -2259,10 +2258,11 @@ async def _asgi_outcome(
     door: _AppDoor, scope: Mapping[str, Any], receive: Callable[[], Any]
 ) -> tuple[_Outcome | None, _Incoming | None]:
     try:
-        body = await _asgi_body(scope, receive, door.max_body)
+        request = _asgi_request(scope)  # its headers checked before anything is read by them
+        body = await _asgi_body(request, receive, door.max_body)
         if body is None:
             return None, None
-        request = _asgi_request(scope, body)
+        request = request._replace(body=body)
     except _BodyTooLargeError as err:
         return _bad_request(err, "body_too_large", 413), None
     except EventError as err:

@@ -340,3 +340,22 @@ def test_the_injected_clock_reaches_the_guard_too() -> None:
     finally:
         server.shutdown()
     assert (status, json.loads(answer)) == (401, {"error": "replayed"})
+
+
+@pytest.mark.parametrize("headers", [[(b"host",)], [("host", "h")], [(b"content-length", b"x")], "host"])
+def test_an_asgi_scope_that_cannot_be_read_is_a_400_not_an_exception(headers: object) -> None:
+    import asyncio
+
+    from qstash_verify import asgi_app
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    app = asgi_app(answer_app.handle, receiver=Receiver(CURRENT_KEY), environ={})
+    asyncio.run(app({"type": "http", "method": "POST", "path": "/q", "headers": headers}, receive, send))
+    assert sent[0]["status"] == 400
