@@ -9,10 +9,12 @@ says which check failed::
     receiver = Receiver.from_env()          # QSTASH_*_SIGNING_KEY
     claims = receiver.verify(signature=header, body=raw_body, url=url_from_wsgi(environ))
 
-Also here: ``url_from_wsgi`` and ``url_from_asgi`` rebuild the URL QStash called
-in any web framework, ``sign`` mints tokens exactly as QStash does (for tests and
-local development), the AWS Lambda adapter (``serve_lambda``) behind
-``lambda_function.py``, and a command line: ``python3 qstash_verify.py --help``.
+Also here, one pipeline (verify, claim, your ``handle``, answer, one log record)
+behind every door: the AWS Lambda adapter (``serve_lambda``, behind
+``lambda_function.py``) and ``wsgi_app``/``asgi_app`` for any web framework or
+server; handled-once stores (``Deduplicator`` with DynamoDB, Redis or memory);
+``url_from_wsgi``/``url_from_asgi``; ``sign``, which mints tokens exactly as QStash
+does (for tests); and a command line: ``python3 qstash_verify.py --help``.
 
 One file, Python 3.9+, no dependencies: vendor it into any project.
 """
