@@ -75,6 +75,8 @@ if TYPE_CHECKING:
     from typing import Any, NamedTuple
 
     Handler = Callable[["Message"], Any]
+    # A verified message, and the guard and claim settled after the handler ran (a plain tuple: made per request).
+    _Admitted = tuple["Message", "Deduplicator | None", "Lease | None"]
 else:
 
     class _NamedTupleMeta(type):
@@ -640,6 +642,7 @@ _SETTINGS_VARIABLES = (
     _CLOCK_TOLERANCE_VARIABLE,
     _DEDUP_TABLE_VARIABLE,
     _DEDUP_TTL_VARIABLE,
+    _METRICS_VARIABLE,
     # What boto3 builds the table's client from, besides credentials (fixed for a Lambda container).
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL",
@@ -1084,7 +1087,11 @@ _PATH_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$&'()*+,;=]")
 _QUERY_UNSAFE = re.compile(rb"[^A-Za-z0-9\-._~/:@!$'()*,;]")
 # A raw request target is kept as sent; only what cannot stand in a request line is escaped.
 _TARGET_UNSAFE = re.compile(rb"[^!-~]")
+_TARGET_BYTES = bytes(range(ord("!"), ord("~") + 1))
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9._~\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# Hosts already found valid: a Lambda container or a server sees a few, so most requests skip the regex.
+_VALID_HOSTS: set[str] = set()
+_MAX_VALID_HOSTS = 64
 # The headers a deployment may say its proxies write (as Werkzeug's ProxyFix counts each one).
 _PROXY_HEADERS = frozenset((_FORWARDED_HEADER, _FORWARDED_PROTO_HEADER, _FORWARDED_HOST_HEADER))
 
@@ -1107,12 +1114,22 @@ def _text_bytes(text: object, encoding: str, what: str) -> bytes:
     return encoded
 
 
+def _as_sent(raw: bytes) -> str:
+    # Deleting the bytes a request line may hold leaves nothing in the usual target: no regex then.
+    return raw.decode("ascii") if not raw.translate(None, _TARGET_BYTES) else _percent_encode(raw, _TARGET_UNSAFE)
+
+
+def _as_is(text: str) -> bool:
+    """Whether a raw target's text needs no escape: printable ASCII without spaces."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
 def _target(path: bytes, query: bytes, *, raw: bool) -> str:
     """The request target: a raw path kept as sent, a decoded one encoded again (its "%" too),
     and the query as sent.  The one place every door turns its path into a URL's."""
-    encoded = _percent_encode(path, _TARGET_UNSAFE if raw else _PATH_UNSAFE)
+    encoded = _as_sent(path) if raw else _percent_encode(path, _PATH_UNSAFE)
     slash = "" if encoded.startswith("/") else "/"
-    return slash + encoded + (f"?{_percent_encode(query, _TARGET_UNSAFE)}" if query else "")
+    return slash + encoded + (f"?{_as_sent(query)}" if query else "")
 
 
 class _Incoming(NamedTuple):
@@ -1177,8 +1194,11 @@ def _origin(request: _Incoming, proxies: Mapping[str, int]) -> str:
     proto, host = _forwarded(request.headers, proxies) if proxies else ("", "")
     scheme = proto if proto in _DEFAULT_PORTS else request.scheme
     host = host or request.host
-    if not _HOST_NAME.fullmatch(host):
-        raise EventError(f"the request's host {host[:64]!r} is not a valid host[:port]")
+    if host not in _VALID_HOSTS:
+        if not _HOST_NAME.fullmatch(host):
+            raise EventError(f"the request's host {host[:64]!r} is not a valid host[:port]")
+        if len(_VALID_HOSTS) < _MAX_VALID_HOSTS:
+            _VALID_HOSTS.add(host)
     return f"{scheme}://{host}"
 
 
@@ -1594,7 +1614,10 @@ def _http_method(event: Mapping[str, Any], context: Mapping[str, Any]) -> str:
 def _lambda_request(event: dict[str, Any], door: _Door) -> _Incoming:
     context = event["requestContext"]
     path, query = door.target(event, context)
-    target = _target(_text_bytes(path, "utf-8", "path"), _text_bytes(query, "utf-8", "query"), raw=door.raw_path)
+    if door.raw_path and path[:1] == "/" and _as_is(path) and _as_is(query):
+        target = f"{path}?{query}" if query else path  # what _target gives such a target, without its copies
+    else:
+        target = _target(_text_bytes(path, "utf-8", "path"), _text_bytes(query, "utf-8", "query"), raw=door.raw_path)
     headers = types.MappingProxyType(_event_headers(event))
     # The front door's own X-Forwarded-Proto is the last entry: a client's would come before it.
     proto = headers.get(_FORWARDED_PROTO_HEADER, "").rpartition(",")[2].strip().lower()
@@ -1624,6 +1647,7 @@ class _Settings(NamedTuple):
     clock_tolerance: float
     deduplicator: Deduplicator | None
     proxies: Mapping[str, int]
+    metrics: str  # QSTASH_METRICS_NAMESPACE: '' when the log line is no metrics document
 
 
 class _Options(NamedTuple):
@@ -1669,6 +1693,7 @@ def _build_settings(env: Mapping[str, str], options: _Options) -> _Settings:
         _seconds(env, _CLOCK_TOLERANCE_VARIABLE, 0),
         options.deduplicator or _deduplicator(env),
         options.proxies,
+        _optional(env, _METRICS_VARIABLE),
     )
 
 
@@ -1858,14 +1883,6 @@ class _LogRecord(NamedTuple):
     duration_ms: float
 
 
-class _Admitted(NamedTuple):
-    """A verified message, and the claim on it that is settled after the handler ran."""
-
-    message: Message
-    guard: Deduplicator | None = None
-    claim: Lease | None = None
-
-
 _INTERNAL_ERROR = {"error": "internal_error"}
 
 
@@ -1898,17 +1915,17 @@ def _admit(
         message = _verify_request(request, settings, now)
         guard = settings.deduplicator
         if guard is None:
-            return _Admitted(message)
+            return message, None, None
         tolerance, lease = settings.clock_tolerance, lease if lease is None else max(lease, _MIN_LEASE_SECONDS)
         claim = guard.begin(message.claims, message.message_id, lease=lease, clock_tolerance=tolerance, now=now)
     except (*_REFUSED, ConfigurationError) as err:
         return _refusal(err)
-    return _Admitted(message, guard, claim) if claim else _Outcome(_json_answer(200, {"duplicate": True}), "duplicate")
+    return (message, guard, claim) if claim else _Outcome(_json_answer(200, {"duplicate": True}), "duplicate")
 
 
 def _settle(admitted: _Admitted, outcome: _Outcome, now: float | None) -> _Outcome:
     """Mark the message handled after a 2xx answer, else release it for QStash's retry."""
-    guard, claim = admitted.guard, admitted.claim
+    _, guard, claim = admitted
     if guard is None or claim is None:
         return outcome
     try:
@@ -1960,7 +1977,7 @@ def _serve(
     admitted = _admit(request, config, env, now, lease)
     if isinstance(admitted, _Outcome):
         return admitted
-    return _settle(admitted, _run(handler, admitted.message), now)
+    return _settle(admitted, _run(handler, admitted[0]), now)
 
 
 def _log_record(
@@ -2045,13 +2062,14 @@ def serve_lambda(
     env = os.environ if environ is None else environ
     request = None
     try:
-        request = _lambda_request(event, _http_door(event))  # type: ignore[arg-type]
+        request = _lambda_request(event, door or _http_door(event))  # type: ignore[arg-type]
     except EventError as err:
         outcome = _bad_request(err, "bad_request" if door else "not_http_event")
     else:
         outcome = _serve(request, handler, _LAMBDA, env, now=now, lease=_lease(context))
     record = _log_record(outcome, request, door and door.name, _request_id(context), started)._asdict()
-    namespace = env.get(_METRICS_VARIABLE)
+    cached = _LAMBDA.cached  # current unless the settings could not be built: then the variable itself
+    namespace = cached.settings.metrics if cached and outcome.outcome != "misconfigured" else env.get(_METRICS_VARIABLE)
     if namespace:  # the log line is a CloudWatch metrics document too
         function = env.get("AWS_LAMBDA_FUNCTION_NAME") or ""
         record.update(_metrics(record, namespace, function, int(time.time() * 1000)))
@@ -2243,7 +2261,7 @@ async def _serve_async(door: _AppDoor, request: _Incoming) -> _Outcome:
     admitted = await loop.run_in_executor(None, _admit, request, door.config, env, door.now, None)
     if isinstance(admitted, _Outcome):
         return admitted
-    outcome = await _run_async(door.handle, admitted.message)
+    outcome = await _run_async(door.handle, admitted[0])
     return await loop.run_in_executor(None, _settle, admitted, outcome, door.now)
 
 

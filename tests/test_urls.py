@@ -207,3 +207,17 @@ def test_an_unreadable_wsgi_environ_is_an_event_error(extra: dict[str, Any]) -> 
 def test_an_unreadable_asgi_scope_is_an_event_error(extra: dict[str, Any]) -> None:
     with pytest.raises(EventError):
         url_from_asgi(asgi(**extra))
+
+
+def test_a_raw_target_that_needs_no_escape_is_taken_as_is_exactly_as_the_builder_would() -> None:
+    import random
+
+    from qstash_verify import _as_is, _target
+
+    rng = random.Random(7)
+    alphabet = "/a%2F?&=~ \t\x7f\u00e9\u2713#+"
+    for _ in range(5000):
+        path = "/" + "".join(rng.choices(alphabet, k=rng.randint(0, 6)))
+        query = "".join(rng.choices(alphabet, k=rng.randint(0, 4)))
+        built, plain = _target(path.encode(), query.encode(), raw=True), f"{path}?{query}" if query else path
+        assert (built == plain) is (_as_is(path) and _as_is(query))
