@@ -2084,6 +2084,18 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 _LOGGER = "qstash_verify"
 
 
+class _AppOptions(NamedTuple):
+    """An app's options, as ``wsgi_app`` and ``asgi_app`` take them."""
+
+    receiver: Receiver | None
+    deduplicator: Deduplicator | None
+    base_url: str | None
+    trusted_proxies: Mapping[str, int] | None
+    max_body_bytes: int
+    environ: Mapping[str, str] | None
+    now: float | None
+
+
 class _AppDoor(NamedTuple):
     """What a WSGI or ASGI app was configured with."""
 
@@ -2095,22 +2107,19 @@ class _AppDoor(NamedTuple):
     log: Callable[[int, str], None]
 
 
-def _app_door(handle: Handler, options: dict[str, Any]) -> _AppDoor:
-    """Check an app's options (keyword-only, so a typo is a TypeError); raise for a bad one now, not per request."""
-    allowed = {"receiver", "deduplicator", "base_url", "trusted_proxies", "max_body_bytes", "environ", "now"}
-    if not callable(handle) or not set(options) <= allowed:
-        raise TypeError(f"the app takes handle and the options {', '.join(sorted(allowed))}")
-    base_url, limit = options.get("base_url"), options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+def _app_door(handle: Handler, options: _AppOptions) -> _AppDoor:
+    """Check an app's options; raise for a bad one when the app is made, not on a request."""
+    if not callable(handle):
+        raise TypeError("handle must be callable")
+    limit = options.max_body_bytes
     if type(limit) is not int or limit < 0:
         raise ValueError("max_body_bytes must be a whole number >= 0")
-    proxies = types.MappingProxyType(dict(_proxies(options.get("trusted_proxies"))))
-    config = _Config(
-        _Options(options.get("receiver"), options.get("deduplicator"), base_url and _base_url(base_url), proxies)
-    )
+    proxies = types.MappingProxyType(dict(_proxies(options.trusted_proxies)))
+    base_url = options.base_url and _base_url(options.base_url)
+    config = _Config(_Options(options.receiver, options.deduplicator, base_url, proxies))
     import logging  # noqa: PLC0415 -- only the WSGI and ASGI doors log through it
 
-    log = logging.getLogger(_LOGGER).log
-    return _AppDoor(handle, config, limit, options.get("environ"), options.get("now"), log)
+    return _AppDoor(handle, config, limit, options.environ, options.now, logging.getLogger(_LOGGER).log)
 
 
 def _log_level(outcome: _Outcome) -> int:
@@ -2206,16 +2215,27 @@ class _WSGIApp:
         return [body]
 
 
-def wsgi_app(handle: Handler, **options: Any) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+def wsgi_app(
+    handle: Handler,
+    *,
+    receiver: Receiver | None = None,
+    deduplicator: Deduplicator | None = None,
+    base_url: str | None = None,
+    trusted_proxies: Mapping[str, int] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    environ: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
     """Return a WSGI application that runs ``handle(message)`` once per verified QStash delivery.
 
-    The same pipeline and answers as ``serve_lambda``; options (keyword-only):
-    ``receiver``, ``deduplicator``, ``base_url``, ``trusted_proxies`` (see
-    ``url_from_wsgi``), ``max_body_bytes`` (default 10 MB: 413 above), and
-    ``environ``/``now`` for tests.  Unset, they come from the ``QSTASH_*``
-    variables.  One JSON record per request goes to the logger ``qstash_verify``.
-    Raises TypeError or ValueError for a bad option, ConfigurationError for a bad ``base_url``.
+    The same pipeline and answers as ``serve_lambda``.  Unset, ``receiver`` (the keys),
+    ``deduplicator`` and ``base_url`` come from the ``QSTASH_*`` variables;
+    ``trusted_proxies`` as for ``url_from_wsgi``; over ``max_body_bytes`` the answer is
+    413; ``environ`` and ``now`` are for tests.  One JSON record per request goes to
+    the logger ``qstash_verify``.  Raises TypeError or ValueError for a bad option,
+    ConfigurationError for a bad ``base_url``.
     """
+    options = _AppOptions(receiver, deduplicator, base_url, trusted_proxies, max_body_bytes, environ, now)
     return _WSGIApp(_app_door(handle, options))
 
 
@@ -2316,12 +2336,23 @@ class _ASGIApp:
         return None
 
 
-def asgi_app(handle: Handler, **options: Any) -> Callable[..., Any]:
+def asgi_app(
+    handle: Handler,
+    *,
+    receiver: Receiver | None = None,
+    deduplicator: Deduplicator | None = None,
+    base_url: str | None = None,
+    trusted_proxies: Mapping[str, int] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    environ: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> Callable[..., Any]:
     """Return an ASGI application that runs ``handle(message)`` once per verified QStash delivery.
 
     As ``wsgi_app``; ``handle`` may be a coroutine function (run on the event
     loop), a plain one runs in a thread, as do the verification and the store.
     """
+    options = _AppOptions(receiver, deduplicator, base_url, trusted_proxies, max_body_bytes, environ, now)
     return _ASGIApp(_app_door(handle, options))
 
 
