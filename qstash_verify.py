@@ -502,7 +502,9 @@ def _body_digest(body: bytes | bytearray | memoryview | str) -> bytes:
 def _check_body(body_hash: str, body: bytes | bytearray | memoryview | str) -> None:
     claimed = body_hash.rstrip("=").encode("utf-8", "surrogatepass")
     if not hmac.compare_digest(_body_digest(body), claimed):
-        raise SignatureError(Reason.BODY_MISMATCH, "the body's SHA-256 differs from the signed one")
+        count = body.nbytes if isinstance(body, memoryview) else len(body)
+        size = f"{count} {'characters' if isinstance(body, str) else 'bytes'}"  # a length is no secret
+        raise SignatureError(Reason.BODY_MISMATCH, f"the SHA-256 of the body ({size}) differs from the signed one")
 
 
 # --- arguments -----------------------------------------------------------------------
@@ -1415,7 +1417,7 @@ def _envelope_field(envelope: Mapping[str, Any], name: str, kind: type, *, requi
     if value is None and not required:
         return None
     if type(value) is not kind:
-        raise EventError(f"not a QStash callback: {name!r} must be a {kind.__name__}")
+        raise EventError(f"not a QStash callback: {name!r} must be of type {kind.__name__}")
     return value
 
 
@@ -1941,7 +1943,7 @@ def _failure(err: Exception) -> _Outcome:
     if isinstance(err, NonRetryableError):
         headers = {**_JSON_HEADERS, _NON_RETRYABLE_HEADER: "true"}
         payload = {"error": "non_retryable", "message": str(err)}
-        return _Outcome(_json_answer(_NON_RETRYABLE_STATUS, payload, headers), "non_retryable")
+        return _Outcome(_json_answer(_NON_RETRYABLE_STATUS, payload, headers), "non_retryable", detail=str(err))
     if isinstance(err, RetryLater):
         return _Outcome(_retry_answer(err.seconds, "retry_later"), "retry_later", detail=str(err))
     import traceback  # noqa: PLC0415 -- only on failure: keeps cold starts fast
@@ -2481,11 +2483,12 @@ def _parser() -> Any:
     shape: dict[str, Any] = {"formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], **shape)
     keys, hook = f"${_CURRENT_KEY_VARIABLE} and ${_NEXT_KEY_VARIABLE}", "--url https://example.com/api/hook"
+    run = f"python3 {parser.prog}" if parser.prog.endswith(".py") else parser.prog  # as it runs when copied
     shape["epilog"] = parser.epilog = f"""examples:
   export {_CURRENT_KEY_VARIABLE}=sig_... {_NEXT_KEY_VARIABLE}=sig_...
-  TOKEN=$({parser.prog} sign {hook} --body '{{"id":1}}')
-  {parser.prog} verify --signature "$TOKEN" {hook} --body '{{"id":1}}'
-  {parser.prog} verify --signature "$TOKEN" {hook} --at-issue < body.json
+  TOKEN=$({run} sign {hook} --body '{{"id":1}}')
+  {run} verify --signature "$TOKEN" {hook} --body '{{"id":1}}'
+  {run} verify --signature "$TOKEN" {hook} --at-issue < body.json
 
 keys: from {keys} (with $QSTASH_REGION, that
   region's) unless given as --key, --current-key or --next-key: options are visible to

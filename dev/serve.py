@@ -259,7 +259,8 @@ def main() -> int:
         print(f"cannot listen on 127.0.0.1:{port} ({err.strerror}): try `make serve PORT=9000`", file=sys.stderr)
         return 1
     print(f"Serving lambda_function.lambda_handler on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)")
-    print("QStash's local server can publish to it: npx @upstash/qstash-cli dev")
+    other = DEFAULT_PORT + 1 if server.server_port == DEFAULT_PORT else DEFAULT_PORT  # the CLI's own default is 8080
+    print(f"QStash's local server can publish to it: npx @upstash/qstash-cli dev -port={other}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
