@@ -1905,7 +1905,8 @@ def _refusal(err: Exception) -> _Outcome:
     return _bad_request(err)  # type: ignore[arg-type]
 
 
-_REFUSED = (EventError, SignatureError, RetryLater)  # ConfigurationError is a ValueError like EventError
+# What _admit turns into an answer: anything else is a fault of this module, and surfaces as one.
+_REFUSED = (EventError, ConfigurationError, SignatureError, RetryLater)
 
 
 def _admit(
@@ -1920,7 +1921,7 @@ def _admit(
             return message, None, None
         tolerance, lease = settings.clock_tolerance, lease if lease is None else max(lease, _MIN_LEASE_SECONDS)
         claim = guard.begin(message.claims, message.message_id, lease=lease, clock_tolerance=tolerance, now=now)
-    except (*_REFUSED, ConfigurationError) as err:
+    except _REFUSED as err:
         return _refusal(err)
     return (message, guard, claim) if claim else _Outcome(_json_answer(200, {"duplicate": True}), "duplicate")
 
